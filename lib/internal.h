@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/* Private declarations shared by lib/ files; nothing here is API. */
+#ifndef SHMFD_INTERNAL_H
+#define SHMFD_INTERNAL_H
+
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "shmfd.h"
+#include "compat.h"
+#include "layout.h"
+
+#define SHMFD_DEFAULT_RING	(4u << 20)
+#define SHMFD_DEFAULT_READERS	64u
+#define SHMFD_MAX_READERS	4096u
+#define SHMFD_HELD_MAX		256u	/* messages one reader may hold */
+#define SHMFD_JOIN_TIMEOUT_MS	10000	/* handshake answer deadline */
+#define SHMFD_FALLBACK_SLICE_MS	100	/* self-wake without io_uring futex */
+
+/* Shared-memory accesses: every load and store of a shared word goes
+ * through these, so the ordering of each is visible where it is used. */
+#define LOAD_RELAXED(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOAD_ACQUIRE(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE_RELAXED(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define STORE_RELEASE(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define FENCE_FULL()		__atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define FENCE_ACQUIRE()		__atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define FENCE_RELEASE()		__atomic_thread_fence(__ATOMIC_RELEASE)
+
+#define ALIGN_UP(x, a)		(((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
+#define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
+
+static inline int shmfd__neg_errno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+/* ---- time: deadlines on CLOCK_MONOTONIC, in nanoseconds ---- */
+uint64_t shmfd__now_ns(void);
+/* -1 -> UINT64_MAX (never), 0 -> 0, else now + ms. */
+uint64_t shmfd__deadline(int timeout_ms);
+
+/* ---- memfd.c ---- */
+int shmfd__memfd_create(const char *name, size_t size, int *fdp);
+int shmfd__memfd_seal(int fd, int seals);
+/* Check fd is a memfd of exactly size bytes carrying every seal in
+ * required and none in forbidden; -EPROTO otherwise. */
+int shmfd__memfd_verify(int fd, size_t size, int required, int forbidden);
+int shmfd__map(int fd, size_t size, int prot, void **addrp);
+
+/* ---- futex.c: shared (not private) futexes on 32-bit words ---- */
+int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns);
+int shmfd__futex_wake(const uint32_t *word, int n);
+
+/* ---- uring.c ---- */
+bool shmfd__uring_enabled(void);	/* io_uring usable and not forbidden */
+bool shmfd__uring_has_futex(void);	/* IORING_OP_FUTEX_WAIT works */
+
+/* One io_uring, or none: fd passing and, for readers, the sleep. */
+struct shmfd__uring {
+	struct io_uring ring;
+	bool ok;
+	bool futex_ok;
+	bool futex_armed;		/* a FUTEX_WAIT is in flight */
+	bool pidfd_armed;
+	bool sock_armed;
+};
+int shmfd__uring_init(struct shmfd__uring *u, unsigned int entries);
+void shmfd__uring_exit(struct shmfd__uring *u);
+/* sendmsg through io_uring when u is usable, else sendmsg(2). */
+int shmfd__sendmsg(struct shmfd__uring *u, int sock, const void *buf,
+		   size_t len, const int *fds, unsigned int nfds);
+
+/* Events a reader's sleep can end with. */
+#define SHMFD_WAKE_FUTEX	(1u << 0)
+#define SHMFD_WAKE_PEER_DEAD	(1u << 1)
+#define SHMFD_WAKE_HANGUP	(1u << 2)
+#define SHMFD_WAKE_TIMEOUT	(1u << 3)
+/* Sleep until *word != val (or a wake), the pidfd or sock fires, or the
+ * deadline.  Returns a mask of SHMFD_WAKE_*, or -errno. */
+int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
+		 int pidfd, int sock, uint64_t deadline_ns);
+/* Non-blocking: is fd readable or hung up? */
+bool shmfd__fd_ready(int fd);
+
+/* ---- proto.c ---- */
+int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
+		    unsigned int *nfds, unsigned int maxfds);
+int shmfd__check_hello(const struct shmfd__hello *h, size_t len,
+		       unsigned int nfds);
+int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len);
+
+/* ---- rendezvous.c ---- */
+int shmfd__chan_path(const char *name, char *buf, size_t len);
+int shmfd__runtime_dir(char *buf, size_t len, bool create);
+int shmfd__listen(const char *name, mode_t mode, int *fdp,
+		  char *path, size_t pathlen);
+int shmfd__connect(const char *name, int *fdp);
+int shmfd__peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+bool shmfd__mode_allows(mode_t mode, uid_t uid, gid_t gid);
+
+/* ---- ring.c: producer side ---- */
+struct shmfd_chan;
+struct shmfd_reader;
+
+/* A reader as the producer sees it.  The admission thread fills a free
+ * slot and publishes it; the sender only reads live slots. */
+enum {
+	SLOT_FREE = 0,
+	SLOT_LIVE = 1,
+	SLOT_DEAD = 2,
+};
+
+struct shmfd__slot {
+	uint32_t state;			/* SLOT_*, written by the thread */
+	struct shmfd__reader_page *page;/* mapped read-write, sealed */
+	uint64_t start;			/* tail before the reader wrote one */
+	uint64_t woken;			/* sleep_pos already woken (sender) */
+	int sock;
+	int pidfd;
+	pid_t pid;
+};
+
+struct shmfd_chan {
+	/* Sender state, touched on every send. */
+	struct shmfd__ring_hdr *hdr;	/* writable mapping */
+	uint8_t *data;
+	uint64_t size;			/* data area, power of two */
+	uint64_t mask;
+	uint64_t max_inline;
+	bool lossy;
+	uint64_t head;			/* private copy of hdr->head */
+	uint64_t seq;
+	uint64_t oldest;
+	uint64_t min_tail;		/* readers' tails known to be >= this */
+	uint64_t resv_pos;		/* reserved record start, or UINT64_MAX */
+	uint64_t resv_len;
+	uint64_t epoch;			/* odd while the sender reads slots */
+	uint32_t nslots;
+	struct shmfd__slot *slots;
+
+	/* Set-up and the admission thread. */
+	int ring_fd;
+	size_t map_size;
+	int listen_fd;			/* named channels, else -1 */
+	char path[108];
+	dev_t path_dev;
+	ino_t path_ino;
+	mode_t mode;
+	int epfd;
+	int stop_fd;			/* eventfd: tells the thread to stop */
+	pthread_t thread;
+	bool thread_running;
+	pthread_mutex_t lock;		/* share fds and slot assignment */
+	uint32_t nreaders;		/* live readers, atomic */
+	struct shmfd__uring uring;	/* the thread's */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+};
+
+int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
+		     size_t max_inline, uint32_t max_readers, bool lossy);
+int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
+			int timeout_ms);
+int shmfd__ring_commit(struct shmfd_chan *c, size_t len);
+void shmfd__ring_close(struct shmfd_chan *c);
+void shmfd__slots_enter(struct shmfd_chan *c);
+void shmfd__slots_exit(struct shmfd_chan *c);
+void shmfd__slot_wait_idle(struct shmfd_chan *c);
+
+/* ---- admit.c: the producer's admission thread ---- */
+int shmfd__admit_start(struct shmfd_chan *c);
+void shmfd__admit_stop(struct shmfd_chan *c);
+int shmfd__admit_add_share(struct shmfd_chan *c, int fd);
+
+/* ---- reader.c internals used by ring.c ---- */
+struct shmfd__held {
+	uint64_t pos;			/* record start */
+	uint64_t end;			/* next record */
+	uint32_t gen;
+	bool released;
+};
+
+struct shmfd_reader {
+	const struct shmfd__ring_hdr *hdr;
+	const uint8_t *data;
+	uint64_t size;
+	uint64_t mask;
+	uint64_t max_inline;
+	bool lossy;
+	uint64_t pos;			/* next record to read */
+	uint64_t next_seq;		/* 0: take the first seq as it comes */
+	uint64_t tail;			/* last tail published */
+	uint64_t last_want;		/* ring.want we already woke for */
+	struct shmfd__reader_page *page;
+	size_t map_size;
+	unsigned int spin_us;
+	int sock;
+	int pidfd;
+	bool peer_dead;
+	bool hangup;
+	uint32_t gen;
+	/* Held messages, oldest first: a FIFO of SHMFD_HELD_MAX. */
+	uint32_t held_head;		/* index of the oldest */
+	uint32_t held_count;
+	struct shmfd__held held[SHMFD_HELD_MAX];
+	struct shmfd__uring uring;
+};
+
+#endif /* SHMFD_INTERNAL_H */

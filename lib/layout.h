@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shared-memory layout: the only place it is defined.  Every peer
+ * maps these structures, so offsets and sizes are fixed by static asserts
+ * and documented in shmfd(7).  All integers are little-endian host order
+ * (one host), positions are 64-bit byte counts that never wrap.
+ *
+ * Ring memfd (created and written only by the producer, sealed
+ * SHRINK|GROW|FUTURE_WRITE|SEAL; readers map it read-only):
+ *
+ *   [0, 4096)             struct shmfd__ring_hdr
+ *   [4096, 4096 + size)   data area: a byte ring of records, size a power
+ *                         of two; position p lives at 4096 + (p & (size-1))
+ *
+ * A record starts at a 16-byte aligned position with struct shmfd__rec and
+ * its payload follows; the next record starts at the next 16-byte boundary.
+ * A record never wraps: when the tail of the data area is too short, the
+ * producer fills it with a PAD record whose payload runs exactly to the end.
+ *
+ * Reader page (one 4096-byte memfd per reader, created and written by the
+ * reader, sealed SHRINK|GROW|SEAL so the producer can map it without fear
+ * of SIGBUS): struct shmfd__reader_page.
+ */
+#ifndef SHMFD_LAYOUT_H
+#define SHMFD_LAYOUT_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHMFD_RING_MAGIC	0x474e495244464d53ull	/* "SMFDRING" */
+#define SHMFD_RPAGE_MAGIC	0x45474150444d4653ull	/* "SFMDPAGE" */
+#define SHMFD_PROTO_VERSION	1u
+#define SHMFD_HDR_SIZE		4096u
+#define SHMFD_RPAGE_SIZE	4096u
+#define SHMFD_REC_ALIGN		16u
+#define SHMFD_MIN_RING		(64u << 10)
+#define SHMFD_MAX_RING		(1ull << 32)
+#define SHMFD_CACHELINE		64
+
+/* shmfd__ring_hdr.flags */
+#define SHMFD_RING_LOSSY	(1u << 0)
+
+struct shmfd__ring_hdr {
+	/* Written once before the ring is sealed; readers validate. */
+	uint64_t magic;
+	uint32_t version;
+	uint32_t hdr_size;		/* SHMFD_HDR_SIZE: data starts here */
+	uint64_t ring_size;		/* data area bytes, power of two */
+	uint64_t max_inline;		/* largest record payload */
+	uint32_t flags;			/* SHMFD_RING_LOSSY */
+	uint32_t max_readers;
+	int32_t  producer_pid;
+	uint32_t reserved0[5];
+
+	/* Producer, on every commit. */
+	uint64_t head		/* end of the last published record */
+		__attribute__((aligned(SHMFD_CACHELINE)));
+	uint64_t latest;		/* start of the last published record */
+	uint64_t seq;			/* seq of the last published record */
+
+	/* Producer, when it wakes readers or closes. */
+	uint32_t futex			/* readers sleep on this word */
+		__attribute__((aligned(SHMFD_CACHELINE)));
+	uint32_t closed;		/* 1 once shmfd_chan_close() ran */
+
+	/* Producer, before it overwrites old records. */
+	uint64_t oldest			/* start of the oldest intact record */
+		__attribute__((aligned(SHMFD_CACHELINE)));
+
+	/* Producer, when it waits for space (reliable mode). */
+	uint64_t want			/* 0, or the tail it waits for */
+		__attribute__((aligned(SHMFD_CACHELINE)));
+};
+
+static_assert(offsetof(struct shmfd__ring_hdr, magic) == 0, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, version) == 8, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, hdr_size) == 12, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, ring_size) == 16, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, max_inline) == 24, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, flags) == 32, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, max_readers) == 36, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, producer_pid) == 40, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, head) == 64, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, latest) == 72, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, seq) == 80, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, futex) == 128, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, closed) == 132, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, oldest) == 192, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, want) == 256, "layout");
+static_assert(sizeof(struct shmfd__ring_hdr) <= SHMFD_HDR_SIZE, "layout");
+
+/* shmfd__rec.type */
+#define SHMFD_REC_MSG		1u	/* an inline message */
+#define SHMFD_REC_PAD		2u	/* filler to the end of the data area */
+
+struct shmfd__rec {
+	uint32_t len;			/* payload bytes */
+	uint32_t type;			/* SHMFD_REC_* */
+	uint64_t seq;			/* MSG: 1, 2, 3 ...; PAD: 0 */
+};
+
+static_assert(sizeof(struct shmfd__rec) == SHMFD_REC_ALIGN, "layout");
+
+struct shmfd__reader_page {
+	uint64_t magic;			/* SHMFD_RPAGE_MAGIC */
+	uint32_t version;
+	uint32_t reserved0;
+
+	/* Reader, on release (reliable mode): all records before it are done. */
+	uint64_t tail
+		__attribute__((aligned(SHMFD_CACHELINE)));
+	/* Reader, bumped when it wakes a producer waiting on ring.want. */
+	uint32_t wake;
+
+	/* Reader, around a sleep: 0, or the head value it waits for. */
+	uint64_t sleep_pos
+		__attribute__((aligned(SHMFD_CACHELINE)));
+};
+
+static_assert(offsetof(struct shmfd__reader_page, tail) == 64, "layout");
+static_assert(offsetof(struct shmfd__reader_page, wake) == 72, "layout");
+static_assert(offsetof(struct shmfd__reader_page, sleep_pos) == 128, "layout");
+static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");
+
+/*
+ * Handshake, over a SOCK_SEQPACKET Unix socket.  The reader sends a hello
+ * with its page (and, through a share fd, the socket the producer should
+ * answer on); the producer answers with a welcome and the ring memfd.
+ */
+#define SHMFD_MSG_HELLO		1u
+#define SHMFD_MSG_WELCOME	2u
+#define SHMFD_MSG_BYE		3u
+
+struct shmfd__hello {
+	uint32_t type;			/* SHMFD_MSG_HELLO */
+	uint32_t version;		/* SHMFD_PROTO_VERSION */
+	uint32_t flags;			/* SHMFD_FROM_OLDEST */
+	uint32_t nfds;			/* 1 (page) or 2 (page, socket) */
+};
+
+struct shmfd__welcome {
+	uint32_t type;			/* SHMFD_MSG_WELCOME */
+	uint32_t version;
+	int32_t  status;		/* 0, or -errno: then no fd follows */
+	uint32_t flags;			/* SHMFD_RING_LOSSY */
+	uint64_t ring_size;
+	uint64_t max_inline;
+	uint64_t start_pos;		/* first position this reader reads */
+	uint64_t start_seq;		/* seq expected at start_pos */
+	uint64_t join_head;		/* head when the reader was registered */
+	uint32_t slot;
+	int32_t  producer_pid;
+};
+
+struct shmfd__bye {
+	uint32_t type;			/* SHMFD_MSG_BYE */
+	uint32_t reserved;
+};
+
+static_assert(sizeof(struct shmfd__hello) == 16, "layout");
+static_assert(sizeof(struct shmfd__welcome) == 64, "layout");
+
+#endif /* SHMFD_LAYOUT_H */
