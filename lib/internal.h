@@ -122,6 +122,7 @@ struct shmfd__slot {
 	struct shmfd__reader_page *page;/* mapped read-write, sealed */
 	uint64_t start;			/* tail before the reader wrote one */
 	uint64_t woken;			/* sleep_pos already woken (sender) */
+	uint32_t gen;			/* joins so far (thread) */
 	int sock;
 	int pidfd;
 	pid_t pid;
@@ -142,6 +143,7 @@ struct shmfd_chan {
 	uint64_t resv_pos;		/* reserved record start, or UINT64_MAX */
 	uint64_t resv_len;
 	uint64_t epoch;			/* odd while the sender reads slots */
+	uint32_t wait_slot;		/* 1 + slot the sender sleeps on, or 0 */
 	uint32_t nslots;
 	struct shmfd__slot *slots;
 
@@ -157,7 +159,13 @@ struct shmfd_chan {
 	int stop_fd;			/* eventfd: tells the thread to stop */
 	pthread_t thread;
 	bool thread_running;
-	pthread_mutex_t lock;		/* share fds and slot assignment */
+	pthread_mutex_t lock;		/* shares[] */
+	int *shares;			/* our ends of share fds */
+	uint32_t nshares;
+	uint32_t cap_shares;
+	int pending[64];		/* accepted, hello not yet read */
+	uint32_t npending;		/* pending[] and ndead: thread only */
+	uint32_t ndead;
 	uint32_t nreaders;		/* live readers, atomic */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;
@@ -171,9 +179,13 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 			int timeout_ms);
 int shmfd__ring_commit(struct shmfd_chan *c, size_t len);
 void shmfd__ring_close(struct shmfd_chan *c);
+/* reader side */
+int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
+		     unsigned int flags, uint64_t *posp, uint64_t *endp);
+void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail);
+bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos);
 void shmfd__slots_enter(struct shmfd_chan *c);
 void shmfd__slots_exit(struct shmfd_chan *c);
-void shmfd__slot_wait_idle(struct shmfd_chan *c);
 
 /* ---- admit.c: the producer's admission thread ---- */
 int shmfd__admit_start(struct shmfd_chan *c);
@@ -204,6 +216,7 @@ struct shmfd_reader {
 	unsigned int spin_us;
 	int sock;
 	int pidfd;
+	int share_fd;			/* open_fd: owned until close */
 	bool peer_dead;
 	bool hangup;
 	uint32_t gen;

@@ -53,11 +53,14 @@ struct shmfd__ring_hdr {
 	int32_t  producer_pid;
 	uint32_t reserved0[5];
 
-	/* Producer, on every commit. */
+	/* Producer, on every commit.  commit_gen is odd while the three
+	 * words after it change, so a reader of the header (the producer's
+	 * own admission thread) can take a consistent head and seq. */
 	uint64_t head		/* end of the last published record */
 		__attribute__((aligned(SHMFD_CACHELINE)));
 	uint64_t latest;		/* start of the last published record */
 	uint64_t seq;			/* seq of the last published record */
+	uint32_t commit_gen;
 
 	/* Producer, when it wakes readers or closes. */
 	uint32_t futex			/* readers sleep on this word */
@@ -84,6 +87,7 @@ static_assert(offsetof(struct shmfd__ring_hdr, producer_pid) == 40, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, head) == 64, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, latest) == 72, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, seq) == 80, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, commit_gen) == 88, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, futex) == 128, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, closed) == 132, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, oldest) == 192, "layout");

@@ -1,2 +1,461 @@
 /* SPDX-License-Identifier: MIT */
+/* The reader API: joining, receiving, releasing, waiting. */
 #include "internal.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax()	__builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax()	__asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax()	__asm__ __volatile__("" ::: "memory")
+#endif
+
+static void reader_free(struct shmfd_reader *r)
+{
+	shmfd__uring_exit(&r->uring);
+	if (r->hdr)
+		munmap((void *)r->hdr, r->map_size);
+	if (r->page)
+		munmap(r->page, SHMFD_RPAGE_SIZE);
+	if (r->sock >= 0)
+		close(r->sock);
+	if (r->pidfd >= 0)
+		close(r->pidfd);
+	free(r);
+}
+
+static struct shmfd_reader *reader_alloc(void)
+{
+	struct shmfd_reader *r = calloc(1, sizeof(*r));
+
+	if (r)
+		r->sock = r->pidfd = r->share_fd = -1;
+	return r;
+}
+
+/* Our page: the only shared memory we write.  Sealed so the producer can
+ * map it without fear that we shrink it under it (SIGBUS). */
+static int make_page(struct shmfd_reader *r, int *fdp)
+{
+	int fd, ret;
+
+	ret = shmfd__memfd_create("shmfd-reader", SHMFD_RPAGE_SIZE, &fd);
+	if (ret < 0)
+		return ret;
+	ret = shmfd__map(fd, SHMFD_RPAGE_SIZE, PROT_READ | PROT_WRITE,
+			 (void **)&r->page);
+	if (ret < 0)
+		goto fail;
+	if (madvise(r->page, SHMFD_RPAGE_SIZE, MADV_DONTFORK) < 0) {
+		ret = shmfd__neg_errno();
+		goto fail;
+	}
+	r->page->magic = SHMFD_RPAGE_MAGIC;
+	r->page->version = SHMFD_PROTO_VERSION;
+	ret = shmfd__memfd_seal(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	if (ret < 0)
+		goto fail;
+	*fdp = fd;
+	return 0;
+fail:
+	close(fd);
+	return ret;
+}
+
+/* Wait for the welcome; a dead producer (pidfd) ends the wait early. */
+static int await_welcome(int sock, int pidfd, struct shmfd__welcome *w,
+			 int *ring_fd)
+{
+	uint64_t deadline = shmfd__deadline(SHMFD_JOIN_TIMEOUT_MS);
+	unsigned int nfds = 0;
+	int n;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = sock, .events = POLLIN },
+			{ .fd = pidfd, .events = POLLIN },
+		};
+		uint64_t now = shmfd__now_ns();
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		n = poll(p, 2, (int)((deadline - now) / 1000000 + 1));
+		if (n < 0 && errno != EINTR)
+			return shmfd__neg_errno();
+		if (n <= 0)
+			continue;
+		if (p[0].revents)
+			break;
+		if (p[1].revents)
+			return -EPIPE;
+	}
+	n = shmfd__recv_fds(sock, w, sizeof(*w), ring_fd, &nfds, 1);
+	if (n == 0)
+		return -EPIPE;		/* the producer hung up on us */
+	if (n < 0)
+		return n == -ECONNRESET ? -EPIPE : n;
+	if (shmfd__check_welcome(w, (size_t)n) < 0)
+		goto proto;
+	if (w->status) {
+		if (nfds || w->status > 0 || w->status < -4095)
+			goto proto;
+		return w->status;
+	}
+	if (nfds != 1)
+		goto proto;
+	return 0;
+proto:
+	if (nfds)
+		close(*ring_fd);
+	return -EPROTO;
+}
+
+/* Check and map the ring the producer sent: it must be a memfd of the
+ * announced size that nobody can write, shrink or grow any more. */
+static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
+		    int fd)
+{
+	const struct shmfd__ring_hdr *hdr;
+	int seals, ret;
+
+	r->map_size = SHMFD_HDR_SIZE + w->ring_size;
+	ret = shmfd__memfd_verify(fd, r->map_size,
+				  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 0);
+	if (ret < 0)
+		return ret;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+		return -EPROTO;
+	ret = shmfd__map(fd, r->map_size, PROT_READ, (void **)&hdr);
+	if (ret < 0)
+		return ret;
+	r->hdr = hdr;
+	if (hdr->magic != SHMFD_RING_MAGIC ||
+	    hdr->version != SHMFD_PROTO_VERSION ||
+	    hdr->hdr_size != SHMFD_HDR_SIZE ||
+	    hdr->ring_size != w->ring_size ||
+	    hdr->max_inline != w->max_inline ||
+	    hdr->flags != w->flags)
+		return -EPROTO;
+	r->data = (const uint8_t *)hdr + SHMFD_HDR_SIZE;
+	r->size = w->ring_size;
+	r->mask = w->ring_size - 1;
+	r->max_inline = w->max_inline;
+	r->lossy = w->flags & SHMFD_RING_LOSSY;
+	r->pos = r->tail = w->start_pos;
+	r->next_seq = w->start_seq;
+	return 0;
+}
+
+/*
+ * The handshake, common to both ways in.  hello_sock is where the hello
+ * goes (the named connection, or the share fd); r->sock is where the
+ * answer comes.  pid is the producer's, from SO_PEERCRED.
+ */
+static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
+		     int flags, int extra_fd)
+{
+	struct shmfd__hello h = {
+		.type = SHMFD_MSG_HELLO,
+		.version = SHMFD_PROTO_VERSION,
+		.flags = (uint32_t)flags,
+	};
+	struct shmfd__welcome w;
+	int fds[2], page_fd, ring_fd = -1, ret;
+
+	r->pidfd = shmfd__pidfd_open(pid);
+	if (r->pidfd < 0)
+		return errno == ESRCH ? -EPIPE : shmfd__neg_errno();
+	ret = make_page(r, &page_fd);
+	if (ret < 0)
+		return ret;
+	fds[0] = page_fd;
+	fds[1] = extra_fd;
+	h.nfds = extra_fd >= 0 ? 2 : 1;
+	/* The join is rare: plain sendmsg, no ring needed yet. */
+	ret = shmfd__sendmsg(NULL, hello_sock, &h, sizeof(h), fds, h.nfds);
+	close(page_fd);
+	if (ret == -ECONNRESET || ret == -ENOTCONN)
+		ret = -EPIPE;
+	if (ret < 0)
+		return ret;
+	ret = await_welcome(r->sock, r->pidfd, &w, &ring_fd);
+	if (ret < 0)
+		return ret;
+	ret = map_ring(r, &w, ring_fd);
+	close(ring_fd);
+	if (ret < 0)
+		return ret;
+	return shmfd__uring_init(&r->uring, 8);
+}
+
+SHMFD_API int shmfd_reader_open(struct shmfd_reader **readerp,
+				const char *name, int flags)
+{
+	struct shmfd_reader *r;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	int ret;
+
+	if (!readerp || !name || (flags & ~SHMFD_FROM_OLDEST))
+		return -EINVAL;
+	r = reader_alloc();
+	if (!r)
+		return -ENOMEM;
+	ret = shmfd__connect(name, &r->sock);
+	if (ret < 0)
+		goto fail;
+	ret = shmfd__peer_cred(r->sock, &pid, &uid, &gid);
+	if (ret < 0)
+		goto fail;
+	/* Anyone may bind a name in a shared directory: trust only a
+	 * producer running as us or as root. */
+	if (uid != geteuid() && uid != 0) {
+		ret = -EACCES;
+		goto fail;
+	}
+	ret = handshake(r, r->sock, pid, flags, -1);
+	if (ret < 0)
+		goto fail;
+	*readerp = r;
+	return 0;
+fail:
+	reader_free(r);
+	return ret;
+}
+
+SHMFD_API int shmfd_reader_open_fd(struct shmfd_reader **readerp, int fd,
+				   int flags)
+{
+	struct shmfd_reader *r;
+	int sv[2], type, ret;
+	socklen_t len = sizeof(type);
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+
+	if (!readerp || (flags & ~SHMFD_FROM_OLDEST))
+		return -EINVAL;
+	if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+		return -EBADF;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET)
+		return -EBADF;
+	/* The share fd's peer credentials are the producer's: it made the
+	 * pair.  Our own connection is a fresh pair whose far end we hand
+	 * over, so many readers can join through one share fd. */
+	ret = shmfd__peer_cred(fd, &pid, &uid, &gid);
+	if (ret < 0)
+		return ret == -ENOTCONN ? -EPIPE : ret;
+	r = reader_alloc();
+	if (!r)
+		return -ENOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		ret = shmfd__neg_errno();
+		goto fail;
+	}
+	r->sock = sv[0];
+	ret = handshake(r, fd, pid, flags, sv[1]);
+	close(sv[1]);
+	if (ret < 0)
+		goto fail;
+	r->share_fd = fd;
+	*readerp = r;
+	return 0;
+fail:
+	reader_free(r);
+	return ret;
+}
+
+/* Is the producer gone for good?  A hang-up alone does not say: the
+ * socket also hangs up when the producer drops us.  The pidfd decides;
+ * give an exiting producer a moment to become a zombie. */
+static int gone_reason(struct shmfd_reader *r)
+{
+	struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
+
+	if (r->peer_dead || LOAD_ACQUIRE(&r->hdr->closed))
+		return -EPIPE;
+	if (poll(&p, 1, 1000) > 0) {
+		r->peer_dead = true;
+		return -EPIPE;
+	}
+	return -ECONNRESET;
+}
+
+static int hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos,
+		uint64_t end)
+{
+	uint32_t idx = (r->held_head + r->held_count) % SHMFD_HELD_MAX;
+	struct shmfd__held *h = &r->held[idx];
+
+	h->pos = pos;
+	h->end = end;
+	h->gen = ++r->gen;
+	h->released = false;
+	r->held_count++;
+	msg->reserved[0] = pos;
+	msg->reserved[1] = ((uint64_t)h->gen << 32) | idx;
+	msg->reserved[2] = (uint64_t)(uintptr_t)r;
+	return 0;
+}
+
+SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
+			 int flags, int timeout_ms)
+{
+	uint64_t deadline = 0, pos, end;
+	bool have_deadline = false, timed_out = false;
+	int ret;
+
+	if (!r || !msg || (flags & ~SHMFD_RECV_LATEST))
+		return -EINVAL;
+	if (r->held_count == SHMFD_HELD_MAX)
+		return -ENOBUFS;
+
+	for (;;) {
+		uint32_t v;
+		int mask;
+
+		ret = shmfd__ring_take(r, msg, (unsigned int)flags, &pos, &end);
+		if (ret == 0)
+			return hold(r, msg, pos, end);
+		if (ret != -EAGAIN)
+			return ret;
+
+		/* Nothing to read.  closed is stored after the last head,
+		 * so once we see it a re-check of head is final. */
+		if (LOAD_ACQUIRE(&r->hdr->closed) || r->peer_dead) {
+			if (LOAD_ACQUIRE(&r->hdr->head) != r->pos)
+				continue;
+			return -EPIPE;
+		}
+		if (r->hangup)
+			return gone_reason(r);
+		if (timed_out)
+			return -ETIMEDOUT;
+		if (timeout_ms == 0) {
+			if (shmfd__fd_ready(r->pidfd)) {
+				r->peer_dead = true;
+				continue;
+			}
+			if (shmfd__fd_ready(r->sock)) {
+				r->hangup = true;
+				continue;
+			}
+			return -EAGAIN;
+		}
+		if (!have_deadline) {
+			deadline = shmfd__deadline(timeout_ms);
+			have_deadline = true;
+		}
+
+		if (r->spin_us) {
+			uint64_t until = shmfd__now_ns() + r->spin_us * 1000ull;
+			bool got = false;
+
+			if (until > deadline)
+				until = deadline;
+			do {
+				for (int i = 0; i < 64; i++) {
+					if (LOAD_ACQUIRE(&r->hdr->head) != r->pos ||
+					    LOAD_RELAXED(&r->hdr->closed)) {
+						got = true;
+						break;
+					}
+					cpu_relax();
+				}
+			} while (!got && shmfd__now_ns() < until);
+			if (got)
+				continue;
+		}
+
+		/* ring.c (3): announce, fence, re-check, sleep. */
+		v = LOAD_ACQUIRE(&r->hdr->futex);
+		STORE_RELAXED(&r->page->sleep_pos, r->pos + 1);
+		FENCE_FULL();
+		if (LOAD_ACQUIRE(&r->hdr->head) != r->pos ||
+		    LOAD_ACQUIRE(&r->hdr->closed)) {
+			STORE_RELAXED(&r->page->sleep_pos, 0);
+			continue;
+		}
+		mask = shmfd__sleep(&r->uring, &r->hdr->futex, v,
+				    r->peer_dead ? -1 : r->pidfd,
+				    r->hangup ? -1 : r->sock, deadline);
+		STORE_RELAXED(&r->page->sleep_pos, 0);
+		if (mask < 0)
+			return mask;
+		if (mask & SHMFD_WAKE_PEER_DEAD)
+			r->peer_dead = true;
+		if (mask & SHMFD_WAKE_HANGUP)
+			r->hangup = true;
+		if ((mask & SHMFD_WAKE_TIMEOUT) && shmfd__now_ns() >= deadline)
+			timed_out = true;
+	}
+}
+
+SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
+{
+	struct shmfd__held *h;
+	uint32_t idx, gen, off;
+	int ret = 0;
+
+	if (!r || !msg || msg->reserved[2] != (uint64_t)(uintptr_t)r)
+		return -EINVAL;
+	idx = (uint32_t)msg->reserved[1];
+	gen = (uint32_t)(msg->reserved[1] >> 32);
+	if (idx >= SHMFD_HELD_MAX)
+		return -EINVAL;
+	off = (idx + SHMFD_HELD_MAX - r->held_head) % SHMFD_HELD_MAX;
+	h = &r->held[idx];
+	if (off >= r->held_count || h->gen != gen || h->released ||
+	    h->pos != msg->reserved[0])
+		return -EINVAL;
+
+	if (shmfd__ring_stale(r, h->pos))
+		ret = -ESTALE;
+	h->released = true;
+	msg->reserved[2] = 0;
+	/* Space is reclaimed up to the oldest message still held. */
+	while (r->held_count && r->held[r->held_head].released) {
+		r->held_head = (r->held_head + 1) % SHMFD_HELD_MAX;
+		r->held_count--;
+	}
+	shmfd__ring_publish_tail(r, r->held_count ? r->held[r->held_head].pos
+						  : r->pos);
+	return ret;
+}
+
+SHMFD_API int shmfd_reader_pollfd(struct shmfd_reader *r)
+{
+	if (!r)
+		return -EINVAL;
+	return -EOPNOTSUPP;
+}
+
+SHMFD_API int shmfd_reader_set_spin(struct shmfd_reader *r, unsigned int usec)
+{
+	if (!r || usec > 1000000)
+		return -EINVAL;
+	r->spin_us = usec;
+	return 0;
+}
+
+SHMFD_API void shmfd_reader_close(struct shmfd_reader *r)
+{
+	struct shmfd__bye bye = { .type = SHMFD_MSG_BYE };
+
+	if (!r)
+		return;
+	/* Tell the producer at once, even if a forked child of ours keeps
+	 * a copy of the socket open; the hang-up covers the rest. */
+	if (r->sock >= 0)
+		send(r->sock, &bye, sizeof(bye), MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (r->share_fd >= 0)
+		close(r->share_fd);
+	reader_free(r);
+}

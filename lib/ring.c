@@ -1,2 +1,459 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * The ring: publish and consume protocol, both sides.
+ *
+ * Who writes what (layout.h has the words):
+ *
+ *   producer   ring records, hdr.head, hdr.latest, hdr.seq, hdr.oldest,
+ *              hdr.futex, hdr.closed, hdr.want; and, once at join,
+ *              page.tail of a new reader
+ *   reader     its own page: page.tail, page.sleep_pos, page.wake
+ *   thread     (the producer's admission thread) chan.slots[].state,
+ *              and page.wake of a reader it drops
+ *
+ * Memory ordering (C11 terms; on x86 only the two full fences cost):
+ *
+ * (1) Publish.  The producer writes a record (payload, then its header),
+ *     then store-releases hdr.head.  A reader load-acquires hdr.head and
+ *     reads only records that end at or before it, so it sees them whole.
+ *
+ * (2) Overwrite (both modes; lossy readers depend on it).  Before the
+ *     producer writes over bytes that held older records it advances
+ *     hdr.oldest past every record it is about to touch (store, then a
+ *     release fence, then the overwriting stores).  A reader reads a record
+ *     header or payload, issues an acquire fence, and re-loads hdr.oldest:
+ *     if the record's start is now below it, something it read may be torn
+ *     (seqlock argument: had it read an overwriting store, the acquire
+ *     fence would make the earlier oldest store visible).  recv retries the
+ *     header; msg_release reports -ESTALE for the payload.
+ *
+ * (3) Reader sleep (Dekker pair, no lost wake-up).  Reader: load-acquire
+ *     v = hdr.futex; store page.sleep_pos = pos + 1; FULL FENCE; load
+ *     hdr.head; sleep on hdr.futex only if head is still pos, expecting v.
+ *     Producer: store-release hdr.head; FULL FENCE (slots_enter); load
+ *     page.sleep_pos.  With both fences, at least one side sees the
+ *     other's store: either the reader sees the new head and does not
+ *     sleep, or the producer sees the announcement, bumps hdr.futex and
+ *     calls FUTEX_WAKE.  The bump happens before the wake, so a reader
+ *     that has not yet entered the kernel finds hdr.futex != v and returns
+ *     at once.  The announcement carries the position: the producer wakes
+ *     a given sleep_pos at most once (slot.woken), because head only grows
+ *     and a reader never sleeps again at a position head has passed.
+ *
+ * (4) Producer waits for space (reliable mode).  Producer: load w =
+ *     page.wake of the slowest reader; store hdr.want = target; FULL
+ *     FENCE; re-load the tails; sleep on page.wake expecting w only if
+ *     still short.  Reader: store-release page.tail; FULL FENCE; load
+ *     hdr.want; if its tail reached want, bump page.wake and FUTEX_WAKE.
+ *     Same Dekker argument as (3).  A reader wakes a given want value at
+ *     most once (last_want): tails only grow.
+ *
+ * (5) Slots.  The thread fills a slot, then store-releases state = LIVE;
+ *     the sender load-acquires state before using slot fields.  To drop a
+ *     reader the thread stores state = DEAD, FULL FENCE, loads chan.epoch.
+ *     The sender increments chan.epoch (odd) and FULL FENCEs before it
+ *     reads any slot, and store-releases it (even) after.  Either the
+ *     sender sees DEAD, or the thread sees an odd epoch and defers the
+ *     unmap; an even epoch read by the thread synchronizes with the
+ *     sender's last release, after which it holds no page pointer except
+ *     the one it sleeps on, which it names in chan.wait_slot first.
+ *
+ * Records never wrap.  When the rest of the data area is too short the
+ * producer writes a PAD record up to its end; readers skip it.
+ */
 #include "internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+
+#define NO_RESV		UINT64_MAX
+
+static inline struct shmfd__rec *rec_at(uint8_t *data, uint64_t mask,
+					uint64_t pos)
+{
+	return (struct shmfd__rec *)(data + (pos & mask));
+}
+
+int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
+		     size_t max_inline, uint32_t max_readers, bool lossy)
+{
+	struct shmfd__ring_hdr *hdr;
+	void *map;
+	int fd, ret;
+
+	c->map_size = SHMFD_HDR_SIZE + ring_size;
+	ret = shmfd__memfd_create("shmfd-ring", c->map_size, &fd);
+	if (ret < 0)
+		return ret;
+	ret = shmfd__map(fd, c->map_size, PROT_READ | PROT_WRITE, &map);
+	if (ret < 0)
+		goto fail_fd;
+	/* A child forked from the producer must not inherit the one
+	 * writable mapping: it would be a reader that can scribble. */
+	if (madvise(map, c->map_size, MADV_DONTFORK) < 0) {
+		ret = shmfd__neg_errno();
+		goto fail_map;
+	}
+	hdr = map;
+	hdr->magic = SHMFD_RING_MAGIC;
+	hdr->version = SHMFD_PROTO_VERSION;
+	hdr->hdr_size = SHMFD_HDR_SIZE;
+	hdr->ring_size = ring_size;
+	hdr->max_inline = max_inline;
+	hdr->flags = lossy ? SHMFD_RING_LOSSY : 0;
+	hdr->max_readers = max_readers;
+	hdr->producer_pid = (int32_t)getpid();
+
+	/* From here on nobody can map the ring writable, write(2) it, or
+	 * change its size; our own mapping keeps working. */
+	ret = shmfd__memfd_seal(fd, F_SEAL_SHRINK | F_SEAL_GROW |
+				    F_SEAL_FUTURE_WRITE | F_SEAL_SEAL);
+	if (ret < 0)
+		goto fail_map;
+
+	c->slots = calloc(max_readers, sizeof(*c->slots));
+	if (!c->slots) {
+		ret = -ENOMEM;
+		goto fail_map;
+	}
+	c->nslots = max_readers;
+	c->ring_fd = fd;
+	c->hdr = hdr;
+	c->data = (uint8_t *)map + SHMFD_HDR_SIZE;
+	c->size = ring_size;
+	c->mask = ring_size - 1;
+	c->max_inline = max_inline;
+	c->lossy = lossy;
+	c->resv_pos = NO_RESV;
+	return 0;
+
+fail_map:
+	munmap(map, c->map_size);
+fail_fd:
+	close(fd);
+	return ret;
+}
+
+void shmfd__slots_enter(struct shmfd_chan *c)
+{
+	STORE_RELAXED(&c->epoch, c->epoch + 1);
+	FENCE_FULL();
+}
+
+void shmfd__slots_exit(struct shmfd_chan *c)
+{
+	STORE_RELEASE(&c->epoch, c->epoch + 1);
+}
+
+/* A reader's tail as the producer may trust it: never below where the
+ * reader started, never past what was published. */
+static uint64_t slot_tail(const struct shmfd_chan *c,
+			  const struct shmfd__slot *s)
+{
+	uint64_t t = LOAD_ACQUIRE(&s->page->tail);
+
+	if (t < s->start)
+		t = s->start;
+	if (t > c->head)
+		t = c->head;
+	return t;
+}
+
+/* Inside a slots bracket: the smallest tail, and whose it is. */
+static uint64_t scan_min_tail(struct shmfd_chan *c, uint32_t *slowest)
+{
+	uint64_t min = c->head;
+
+	*slowest = UINT32_MAX;
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct shmfd__slot *s = &c->slots[i];
+		uint64_t t;
+
+		if (LOAD_ACQUIRE(&s->state) != SLOT_LIVE)
+			continue;
+		t = slot_tail(c, s);
+		if (t < min || *slowest == UINT32_MAX) {
+			min = t;
+			*slowest = i;
+		}
+	}
+	return min;
+}
+
+/*
+ * Reliable mode: wait until every reader has released everything below
+ * limit.  The producer asks for a chunk more than it needs (an eighth of
+ * the ring), so a stream of small messages sleeps once per chunk instead
+ * of once per message; readers wake it when their tail reaches that mark.
+ */
+static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
+{
+	uint64_t deadline = 0;
+	bool have_deadline = false;
+
+	for (;;) {
+		struct shmfd__reader_page *page;
+		uint64_t target;
+		uint32_t slowest, w;
+		int ret;
+
+		shmfd__slots_enter(c);
+		c->min_tail = scan_min_tail(c, &slowest);
+		if (c->min_tail >= limit) {
+			shmfd__slots_exit(c);
+			return 0;
+		}
+		if (timeout_ms == 0) {
+			shmfd__slots_exit(c);
+			return -EAGAIN;
+		}
+		page = c->slots[slowest].page;
+		w = LOAD_ACQUIRE(&page->wake);
+		target = limit + c->size / 8;
+		if (target > c->head)
+			target = c->head;
+		STORE_RELAXED(&c->hdr->want, target);
+		FENCE_FULL();
+		c->min_tail = scan_min_tail(c, &slowest);
+		if (c->min_tail >= limit) {
+			STORE_RELAXED(&c->hdr->want, 0);
+			shmfd__slots_exit(c);
+			return 0;
+		}
+		/* Name the page we sleep on before leaving the bracket, so
+		 * the thread keeps it mapped while we are on it. */
+		STORE_RELAXED(&c->wait_slot, slowest + 1);
+		shmfd__slots_exit(c);
+
+		if (!have_deadline) {
+			deadline = shmfd__deadline(timeout_ms);
+			have_deadline = true;
+		}
+		ret = shmfd__futex_wait(&page->wake, w, deadline);
+		STORE_RELEASE(&c->wait_slot, 0);
+		if (ret == -ETIMEDOUT) {
+			STORE_RELAXED(&c->hdr->want, 0);
+			return -ETIMEDOUT;
+		}
+		/* 0, -EINTR, or -EFAULT if that reader's page went away:
+		 * in every case look at the readers again. */
+	}
+}
+
+int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
+			int timeout_ms)
+{
+	uint64_t need, pad, end, limit, p = c->head;
+	uint64_t off = p & c->mask;
+
+	if (c->resv_pos != NO_RESV)
+		return -EBUSY;
+	if (len > c->max_inline)
+		return -EMSGSIZE;
+
+	need = ALIGN_UP((uint64_t)len + sizeof(struct shmfd__rec),
+			SHMFD_REC_ALIGN);
+	pad = off + need > c->size ? c->size - off : 0;
+	end = p + pad + need;
+	limit = end > c->size ? end - c->size : 0;
+
+	if (!c->lossy && c->min_tail < limit) {
+		int ret = wait_space(c, limit, timeout_ms);
+
+		if (ret < 0)
+			return ret;
+	}
+
+	/* (2): retire every record we are about to overwrite, then write. */
+	if (c->oldest < limit) {
+		uint64_t o = c->oldest;
+
+		while (o < limit) {
+			const struct shmfd__rec *r = rec_at(c->data, c->mask, o);
+
+			o += ALIGN_UP((uint64_t)r->len + sizeof(*r),
+				      SHMFD_REC_ALIGN);
+		}
+		c->oldest = o;
+		STORE_RELAXED(&c->hdr->oldest, o);
+		FENCE_RELEASE();
+	}
+
+	if (pad) {
+		struct shmfd__rec *r = rec_at(c->data, c->mask, p);
+
+		r->len = (uint32_t)(pad - sizeof(*r));
+		r->type = SHMFD_REC_PAD;
+		r->seq = 0;
+	}
+	c->resv_pos = p + pad;
+	c->resv_len = len;
+	*bufp = rec_at(c->data, c->mask, c->resv_pos) + 1;
+	return 0;
+}
+
+/* (3): after publishing, wake every reader that announced a sleep at a
+ * position head has now passed, once. */
+static void wake_readers(struct shmfd_chan *c)
+{
+	bool wake = false;
+
+	shmfd__slots_enter(c);
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct shmfd__slot *s = &c->slots[i];
+		uint64_t sp;
+
+		if (LOAD_ACQUIRE(&s->state) != SLOT_LIVE)
+			continue;
+		sp = LOAD_RELAXED(&s->page->sleep_pos);
+		if (sp && sp <= c->head && sp != s->woken) {
+			s->woken = sp;
+			wake = true;
+		}
+	}
+	shmfd__slots_exit(c);
+
+	if (wake) {
+		STORE_RELEASE(&c->hdr->futex, c->hdr->futex + 1);
+		shmfd__futex_wake(&c->hdr->futex, INT_MAX);
+	}
+}
+
+int shmfd__ring_commit(struct shmfd_chan *c, size_t len)
+{
+	struct shmfd__rec *r;
+	uint64_t p = c->resv_pos;
+
+	if (p == NO_RESV || len > c->resv_len)
+		return -EINVAL;
+	r = rec_at(c->data, c->mask, p);
+	r->len = (uint32_t)len;
+	r->type = SHMFD_REC_MSG;
+	r->seq = ++c->seq;
+	c->head = p + ALIGN_UP((uint64_t)len + sizeof(*r), SHMFD_REC_ALIGN);
+	c->resv_pos = NO_RESV;
+
+	STORE_RELAXED(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
+	FENCE_RELEASE();
+	STORE_RELAXED(&c->hdr->latest, p);
+	STORE_RELAXED(&c->hdr->seq, c->seq);
+	STORE_RELEASE(&c->hdr->head, c->head);	/* (1) */
+	STORE_RELEASE(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
+	wake_readers(c);
+	return 0;
+}
+
+void shmfd__ring_close(struct shmfd_chan *c)
+{
+	STORE_RELEASE(&c->hdr->closed, 1);
+	STORE_RELEASE(&c->hdr->futex, c->hdr->futex + 1);
+	shmfd__futex_wake(&c->hdr->futex, INT_MAX);
+}
+
+/* ---- reader side ---- */
+
+/* (4): publish how far this reader is done; wake a waiting producer. */
+void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail)
+{
+	uint64_t want;
+
+	if (r->lossy || tail == r->tail)
+		return;
+	r->tail = tail;
+	STORE_RELEASE(&r->page->tail, tail);
+	FENCE_FULL();
+	want = LOAD_ACQUIRE(&r->hdr->want);
+	if (want && tail >= want && want != r->last_want) {
+		r->last_want = want;
+		__atomic_fetch_add(&r->page->wake, 1, __ATOMIC_RELEASE);
+		shmfd__futex_wake(&r->page->wake, 1);
+	}
+}
+
+/*
+ * Take the next record.  0: msg filled, *posp and *endp set.  -EAGAIN:
+ * nothing published past pos.  -EPROTO: the producer broke the protocol
+ * (a record that cannot be, a head going backwards).
+ */
+int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
+		     unsigned int flags, uint64_t *posp, uint64_t *endp)
+{
+	const struct shmfd__ring_hdr *hdr = r->hdr;
+
+	for (;;) {
+		const struct shmfd__rec *rec;
+		uint64_t h, o, p = r->pos, off, end, seq;
+		uint32_t len, type;
+
+		if (flags & SHMFD_RECV_LATEST) {
+			/* latest is stored before head, so a latest below
+			 * the head we load next is a published record. */
+			uint64_t l = LOAD_ACQUIRE(&hdr->latest);
+
+			h = LOAD_ACQUIRE(&hdr->head);
+			if (l > p && l < h)
+				p = l;
+		} else {
+			h = LOAD_ACQUIRE(&hdr->head);
+		}
+		if (h == r->pos)
+			return -EAGAIN;
+		if (h < r->pos || h % SHMFD_REC_ALIGN)
+			return -EPROTO;
+		o = LOAD_ACQUIRE(&hdr->oldest);
+		if (p < o)
+			p = o;		/* overrun: skip what was overwritten */
+		if (p >= h) {
+			/* oldest never passes head: an h loaded after o
+			 * must cover it, unless the producer is lying. */
+			if (o > LOAD_ACQUIRE(&hdr->head))
+				return -EPROTO;
+			continue;
+		}
+		if (p % SHMFD_REC_ALIGN || h - p > r->size)
+			return -EPROTO;
+
+		off = p & r->mask;
+		rec = (const struct shmfd__rec *)(r->data + off);
+		len = LOAD_RELAXED(&rec->len);
+		type = LOAD_RELAXED(&rec->type);
+		seq = LOAD_RELAXED(&rec->seq);
+		FENCE_ACQUIRE();		/* (2) */
+		if (LOAD_RELAXED(&hdr->oldest) > p)
+			continue;		/* overwritten while we looked */
+
+		if (type == SHMFD_REC_PAD) {
+			if (off + sizeof(*rec) + len != r->size)
+				return -EPROTO;
+			r->pos = p + sizeof(*rec) + len;
+			if (!r->held_count)
+				shmfd__ring_publish_tail(r, r->pos);
+			continue;
+		}
+		if (type != SHMFD_REC_MSG || len > r->max_inline ||
+		    off + sizeof(*rec) + len > r->size)
+			return -EPROTO;
+		end = p + ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
+		if (end > h || seq == 0 || (r->next_seq && seq < r->next_seq))
+			return -EPROTO;
+
+		msg->data = rec + 1;
+		msg->len = len;
+		msg->seq = seq;
+		msg->lost = r->next_seq ? seq - r->next_seq : 0;
+		msg->flags = 0;
+		msg->fd = -1;
+		r->next_seq = seq + 1;
+		r->pos = end;
+		*posp = p;
+		*endp = end;
+		return 0;
+	}
+}
+
+/* (2): was the record at pos overwritten since it was taken? */
+bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos)
+{
+	FENCE_ACQUIRE();
+	return LOAD_RELAXED(&r->hdr->oldest) > pos;
+}
