@@ -36,7 +36,9 @@ SHMFD_API int shmfd_chan_create(struct shmfd_chan **chanp, const char *name,
 	ring_size = round_pow2(pp->ring_size ? pp->ring_size
 					     : SHMFD_DEFAULT_RING);
 	max_inline = pp->max_inline ? pp->max_inline : ring_size / 4;
-	if (max_inline > ring_size / 2)
+	/* A record (header included) of at most half the ring always fits
+	 * once the ring has drained, PAD to the end of the data included. */
+	if (max_inline > ring_size / 2 - sizeof(struct shmfd__rec))
 		return -EINVAL;
 	if (pp->max_readers > SHMFD_MAX_READERS)
 		return -EINVAL;

@@ -101,7 +101,7 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 	if (w->ring_size < SHMFD_MIN_RING || w->ring_size > SHMFD_MAX_RING ||
 	    (w->ring_size & (w->ring_size - 1)))
 		return -EPROTO;
-	if (w->max_inline > w->ring_size / 2)
+	if (w->max_inline > w->ring_size / 2 - sizeof(struct shmfd__rec))
 		return -EPROTO;
 	if ((w->start_pos | w->join_head) % SHMFD_REC_ALIGN ||
 	    w->start_pos > w->join_head ||

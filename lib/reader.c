@@ -170,14 +170,17 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 	r->pidfd = shmfd__pidfd_open(pid);
 	if (r->pidfd < 0)
 		return errno == ESRCH ? -EPIPE : shmfd__neg_errno();
+	ret = shmfd__uring_init(&r->uring, 8);
+	if (ret < 0)
+		return ret;
 	ret = make_page(r, &page_fd);
 	if (ret < 0)
 		return ret;
 	fds[0] = page_fd;
 	fds[1] = extra_fd;
 	h.nfds = extra_fd >= 0 ? 2 : 1;
-	/* The join is rare: plain sendmsg, no ring needed yet. */
-	ret = shmfd__sendmsg(NULL, hello_sock, &h, sizeof(h), fds, h.nfds);
+	ret = shmfd__sendmsg(&r->uring, hello_sock, &h, sizeof(h), fds,
+			     h.nfds);
 	close(page_fd);
 	if (ret == -ECONNRESET || ret == -ENOTCONN)
 		ret = -EPIPE;
@@ -188,9 +191,7 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 		return ret;
 	ret = map_ring(r, &w, ring_fd);
 	close(ring_fd);
-	if (ret < 0)
-		return ret;
-	return shmfd__uring_init(&r->uring, 8);
+	return ret;
 }
 
 SHMFD_API int shmfd_reader_open(struct shmfd_reader **readerp,

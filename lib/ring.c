@@ -203,6 +203,10 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 			shmfd__slots_exit(c);
 			return 0;
 		}
+		if (slowest == UINT32_MAX) {
+			shmfd__slots_exit(c);	/* limit <= head: cannot be */
+			return -EPROTO;
+		}
 		if (timeout_ms == 0) {
 			shmfd__slots_exit(c);
 			return -EAGAIN;
