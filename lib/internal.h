@@ -20,6 +20,7 @@
 #define SHMFD_DEFAULT_READERS	64u
 #define SHMFD_MAX_READERS	4096u
 #define SHMFD_HELD_MAX		256u	/* messages one reader may hold */
+#define HELD_NONE		0xffffu
 #define SHMFD_JOIN_TIMEOUT_MS	10000	/* handshake answer deadline */
 #define SHMFD_FALLBACK_SLICE_MS	100	/* self-wake without io_uring futex */
 
@@ -195,9 +196,9 @@ int shmfd__admit_add_share(struct shmfd_chan *c, int fd);
 /* ---- reader.c internals used by ring.c ---- */
 struct shmfd__held {
 	uint64_t pos;			/* record start */
-	uint64_t end;			/* next record */
-	uint32_t gen;
-	bool released;
+	uint32_t gen;			/* 0 when the entry is free */
+	uint16_t prev;			/* list in receive (= position) order */
+	uint16_t next;
 };
 
 struct shmfd_reader {
@@ -220,9 +221,13 @@ struct shmfd_reader {
 	bool peer_dead;
 	bool hangup;
 	uint32_t gen;
-	/* Held messages, oldest first: a FIFO of SHMFD_HELD_MAX. */
-	uint32_t held_head;		/* index of the oldest */
+	/* Held messages: entries with stable indices (msg.reserved names
+	 * one), linked in receive order, which is position order, so the
+	 * oldest unreleased one -- the tail -- is always the list head. */
 	uint32_t held_count;
+	uint16_t held_first;		/* HELD_NONE when empty */
+	uint16_t held_last;
+	uint16_t held_free;		/* free list through .next */
 	struct shmfd__held held[SHMFD_HELD_MAX];
 	struct shmfd__uring uring;
 };

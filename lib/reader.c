@@ -32,8 +32,14 @@ static struct shmfd_reader *reader_alloc(void)
 {
 	struct shmfd_reader *r = calloc(1, sizeof(*r));
 
-	if (r)
-		r->sock = r->pidfd = r->share_fd = -1;
+	if (!r)
+		return NULL;
+	r->sock = r->pidfd = r->share_fd = -1;
+	r->held_first = r->held_last = HELD_NONE;
+	for (uint32_t i = 0; i < SHMFD_HELD_MAX; i++)
+		r->held[i].next = (uint16_t)(i + 1 < SHMFD_HELD_MAX ? i + 1
+								    : HELD_NONE);
+	r->held_free = 0;
 	return r;
 }
 
@@ -289,16 +295,23 @@ static int gone_reason(struct shmfd_reader *r)
 	return -ECONNRESET;
 }
 
-static int hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos,
-		uint64_t end)
+static int hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos)
 {
-	uint32_t idx = (r->held_head + r->held_count) % SHMFD_HELD_MAX;
+	uint16_t idx = r->held_free;
 	struct shmfd__held *h = &r->held[idx];
 
+	r->held_free = h->next;
 	h->pos = pos;
-	h->end = end;
-	h->gen = ++r->gen;
-	h->released = false;
+	if (++r->gen == 0)		/* 0 marks a free entry */
+		r->gen = 1;
+	h->gen = r->gen;
+	h->prev = r->held_last;
+	h->next = HELD_NONE;
+	if (r->held_last != HELD_NONE)
+		r->held[r->held_last].next = idx;
+	else
+		r->held_first = idx;
+	r->held_last = idx;
 	r->held_count++;
 	msg->reserved[0] = pos;
 	msg->reserved[1] = ((uint64_t)h->gen << 32) | idx;
@@ -324,7 +337,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 
 		ret = shmfd__ring_take(r, msg, (unsigned int)flags, &pos, &end);
 		if (ret == 0)
-			return hold(r, msg, pos, end);
+			return hold(r, msg, pos);
 		if (ret != -EAGAIN)
 			return ret;
 
@@ -402,7 +415,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
 {
 	struct shmfd__held *h;
-	uint32_t idx, gen, off;
+	uint32_t idx, gen;
 	int ret = 0;
 
 	if (!r || !msg || msg->reserved[2] != (uint64_t)(uintptr_t)r)
@@ -411,23 +424,28 @@ SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
 	gen = (uint32_t)(msg->reserved[1] >> 32);
 	if (idx >= SHMFD_HELD_MAX)
 		return -EINVAL;
-	off = (idx + SHMFD_HELD_MAX - r->held_head) % SHMFD_HELD_MAX;
 	h = &r->held[idx];
-	if (off >= r->held_count || h->gen != gen || h->released ||
-	    h->pos != msg->reserved[0])
+	if (!h->gen || h->gen != gen || h->pos != msg->reserved[0])
 		return -EINVAL;
 
 	if (shmfd__ring_stale(r, h->pos))
 		ret = -ESTALE;
-	h->released = true;
 	msg->reserved[2] = 0;
+	if (h->prev != HELD_NONE)
+		r->held[h->prev].next = h->next;
+	else
+		r->held_first = h->next;
+	if (h->next != HELD_NONE)
+		r->held[h->next].prev = h->prev;
+	else
+		r->held_last = h->prev;
+	h->gen = 0;
+	h->next = r->held_free;
+	r->held_free = (uint16_t)idx;
+	r->held_count--;
 	/* Space is reclaimed up to the oldest message still held. */
-	while (r->held_count && r->held[r->held_head].released) {
-		r->held_head = (r->held_head + 1) % SHMFD_HELD_MAX;
-		r->held_count--;
-	}
-	shmfd__ring_publish_tail(r, r->held_count ? r->held[r->held_head].pos
-						  : r->pos);
+	shmfd__ring_publish_tail(r, r->held_first != HELD_NONE
+				    ? r->held[r->held_first].pos : r->pos);
 	return ret;
 }
 
