@@ -318,10 +318,26 @@ START_TEST(test_filter_catches_syscall)
 }
 END_TEST
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
 int main(void)
 {
 	Suite *s = suite_create("hotpath");
 	TCase *tc = th_tcase("steady state");
+
+#ifdef UNDER_ASAN
+	/* ASan owns malloc and makes syscalls of its own in the steady
+	 * state: what this suite counts is not the library's there. */
+	th_skip("hotpath: not meaningful under AddressSanitizer\n");
+	suite_add_tcase(s, tc);
+	return th_run(s);
+#endif
 
 	tcase_add_test(tc, test_filter_catches_syscall);
 	/* 0: reliable, 1: lossy */

@@ -27,6 +27,14 @@
 #include <shmfd.h>
 
 #include "helpers.h"
+
+/* Under AddressSanitizer: the SIGSEGVs these tests provoke must kill the
+ * process, as they do without it, not become ASan reports. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "handle_segv=0";
+}
 #include "../lib/layout.h"
 
 #ifndef F_SEAL_FUTURE_WRITE
