@@ -39,7 +39,9 @@ extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 extern void __libc_free(void *p);
 
-static volatile int counting;
+/* Thread-local: only the thread on the send/recv path is watched, not the
+ * producer's admission thread, which may admit or drop readers meanwhile. */
+static __thread int counting;
 static volatile int allocs, locks;
 
 void *malloc(size_t size)
