@@ -173,6 +173,17 @@ void th_fill(void *buf, size_t len, uint64_t seq);
 /* Returns the first bad offset, or -1 if buf is exactly th_fill(seq). */
 long th_check(const void *buf, size_t len, uint64_t seq);
 
+/* Message *m from r is seq want, nothing lost, intact: release it. */
+#define expect_next(r, m, want)						\
+	do {								\
+		expect_eq((m)->seq, (want));				\
+		expect_eq((m)->lost, 0);				\
+		expect(th_check((m)->data, (m)->len, (m)->seq) < 0,	\
+		       "message %llu corrupt",				\
+		       (unsigned long long)(m)->seq);			\
+		expect_eq(shmfd_msg_release((r), (m)), 0);		\
+	} while (0)
+
 /* ---- time ---- */
 
 uint64_t th_now_ms(void);

@@ -273,11 +273,7 @@ static int lossy_holder(int sock, void *arg)
 	prev = m.seq;
 	expect_eq(shmfd_msg_release(r, &m), 0);
 	while ((ret = shmfd_recv(r, &m, 0, 0)) == 0) {
-		expect_eq(m.seq, prev + 1);
-		expect_eq(m.lost, 0);
-		expect(th_check(m.data, m.len, m.seq) < 0, "message %llu "
-		       "corrupt", (unsigned long long)m.seq);
-		expect_eq(shmfd_msg_release(r, &m), 0);
+		expect_next(r, &m, prev + 1);
 		prev = m.seq;
 	}
 	expect_err(ret, EAGAIN);
@@ -364,11 +360,7 @@ static int fast_reader(int sock, void *arg)
 		}
 		if (ret != 0)
 			break;
-		expect_eq(m.seq, seq + 1);
-		expect_eq(m.lost, 0);
-		expect(th_check(m.data, m.len, m.seq) < 0, "message %llu "
-		       "corrupt", (unsigned long long)m.seq);
-		expect_eq(shmfd_msg_release(r, &m), 0);
+		expect_next(r, &m, seq + 1);
 		seq = m.seq;
 	}
 	expect_err(ret, EPIPE);
