@@ -250,6 +250,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	}
 	STORE_RELEASE(&s->state, SLOT_LIVE);
 	__atomic_fetch_add(&c->nreaders, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&c->joins, 1, __ATOMIC_RELEASE);
 	close(page_fd);
 
 	w.flags = c->lossy ? SHMFD_RING_LOSSY : 0;

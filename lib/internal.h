@@ -147,6 +147,7 @@ struct shmfd_chan {
 	uint32_t wait_slot;		/* 1 + slot the sender sleeps on, or 0 */
 	uint32_t nslots;
 	struct shmfd__slot *slots;
+	uint32_t seen_joins;		/* joins when min_tail was computed */
 
 	/* Set-up and the admission thread. */
 	int ring_fd;
@@ -168,6 +169,7 @@ struct shmfd_chan {
 	uint32_t npending;		/* pending[] and ndead: thread only */
 	uint32_t ndead;
 	uint32_t nreaders;		/* live readers, atomic */
+	uint32_t joins;			/* bumped by the thread on each join */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;
 	uid_t uid;

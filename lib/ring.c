@@ -57,6 +57,10 @@
  *     unmap; an even epoch read by the thread synchronizes with the
  *     sender's last release, after which it holds no page pointer except
  *     the one it sleeps on, which it names in chan.wait_slot first.
+ *     After publishing a slot the thread store-releases chan.joins + 1;
+ *     the sender load-acquires it on each reliable reserve and drops its
+ *     cached minimum tail when it changed, so a reader that joined below
+ *     that minimum (FROM_OLDEST) is honoured from its first reserve on.
  *
  * Records never wrap.  When the rest of the data area is too short the
  * producer writes a PAD record up to its end; readers skip it.
@@ -261,11 +265,21 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 	end = p + pad + need;
 	limit = end > c->size ? end - c->size : 0;
 
-	if (!c->lossy && c->min_tail < limit) {
-		int ret = wait_space(c, limit, timeout_ms);
+	if (!c->lossy) {
+		/* A reader that joined FROM_OLDEST starts below the cached
+		 * minimum: after any join, look at the tails again. */
+		uint32_t joins = LOAD_ACQUIRE(&c->joins);
 
-		if (ret < 0)
-			return ret;
+		if (joins != c->seen_joins) {
+			c->seen_joins = joins;
+			c->min_tail = 0;
+		}
+		if (c->min_tail < limit) {
+			int ret = wait_space(c, limit, timeout_ms);
+
+			if (ret < 0)
+				return ret;
+		}
 	}
 
 	/* (2): retire every record we are about to overwrite, then write. */
