@@ -121,8 +121,9 @@ int th_fd_leaks(const struct th_fds *s, char *buf, size_t len)
 		leaks++;
 		describe_fd(fd, what, sizeof(what));
 		if (used < len) {
-			int n = snprintf(buf + used, len - used, "%sfd %d -> %s",
-					 used ? ", " : "", fd, what);
+			int n = snprintf(buf + used, len - used,
+					 "%sfd %d -> %s", used ? ", " : "",
+					 fd, what);
 
 			used += n > 0 ? (size_t)n : 0;
 		}

@@ -24,8 +24,9 @@
 #include <sys/types.h>
 
 #define TEST_TIMEOUT_S	60	/* Check's limit for one test */
-#define DEADLINE_MS	30000	/* a child, handshake or wake that never comes */
-#define CHILD_FAILED	101	/* exit status of a child whose check failed */
+/* How long to wait for a child, handshake or wake-up that may never come. */
+#define DEADLINE_MS	30000
+#define CHILD_FAILED	101	/* exit status: a child's check failed */
 
 /* True in a process forked by th_spawn(): failures _exit() there. */
 extern bool th_in_child;

@@ -143,7 +143,7 @@ static const struct shmfd_params good_create[] = {
 	{ .ring_size = 64 * KiB, .max_inline = 1 },
 	{ .ring_size = 100000 },		/* rounded up to 128 KiB */
 	{ .ring_size = 8 * MiB, .max_inline = 4 * MiB - 16 },
-	{ .ring_size = 100000, .max_inline = 64 * KiB - 16 },	/* rounded */
+	{ .ring_size = 100000, .max_inline = 64 * KiB - 16 },	/* 128 K */
 	{ .max_readers = 1 },
 	{ .max_readers = 4096 },
 	{ .flags = SHMFD_LOSSY },
@@ -250,10 +250,11 @@ START_TEST(test_reserve_commit_errors)
 	memset(buf, 0xa5, 100);			/* it is writable */
 	expect_err(shmfd_reserve(chan, 10, &other, 0), EBUSY);
 	expect_err(shmfd_send(chan, "x", 1, 0), EBUSY);
-	expect_err(shmfd_commit(chan, 101), EINVAL);	/* more than reserved */
+	/* More than reserved. */
+	expect_err(shmfd_commit(chan, 101), EINVAL);
 	/* The failed calls left the reservation pending. */
 	expect_ok(shmfd_commit(chan, 100));
-	expect_err(shmfd_commit(chan, 100), EINVAL);	/* already published */
+	expect_err(shmfd_commit(chan, 100), EINVAL);	/* published */
 
 	/* Every reservation is aligned, whatever came before it. */
 	for (size_t len = 0; len < 300; len += 7) {
@@ -488,14 +489,27 @@ END_TEST
 #define RT_COUNT	3000
 #define RT_MAX		(8 * KiB)
 
+/* Largest message of the fork round trips: _i picks one. */
+static const size_t rt_max[] = {
+	RT_MAX,
+	32 * KiB - 16,		/* the largest a 64 KiB ring allows */
+};
+
+struct rt_arg {
+	int share_fd;
+	size_t max;
+	unsigned int spin_us;
+};
+
 /* Receive seq 1..RT_COUNT whole and in order, then -EPIPE. */
 static int reader_verify_all(int sock, void *arg)
 {
-	int fd = *(int *)arg;
+	struct rt_arg *a = arg;
 	struct shmfd_reader *r = NULL;
 	struct shmfd_msg m;
 
-	expect_ok(shmfd_reader_open_fd(&r, fd, 0));
+	expect_ok(shmfd_reader_open_fd(&r, a->share_fd, 0));
+	expect_eq(shmfd_reader_set_spin(r, a->spin_us), 0);
 	th_put(sock, 1);
 	for (uint64_t seq = 1; seq <= RT_COUNT; seq++) {
 		long bad;
@@ -505,7 +519,7 @@ static int reader_verify_all(int sock, void *arg)
 		expect_eq(m.lost, 0);
 		expect_eq(m.fd, -1);
 		expect_eq(m.flags, 0);
-		expect_eq(m.len, th_msg_len(seq, RT_MAX));
+		expect_eq(m.len, th_msg_len(seq, a->max));
 		bad = th_check(m.data, m.len, seq);
 		expect(bad < 0, "message %llu corrupt at byte %ld",
 		       (unsigned long long)seq, bad);
@@ -518,12 +532,12 @@ static int reader_verify_all(int sock, void *arg)
 }
 
 /* Alternate send and reserve/commit; the ring wraps many times. */
-static void send_all(struct shmfd_chan *chan)
+static void send_all(struct shmfd_chan *chan, size_t max)
 {
-	static char buf[RT_MAX];
+	static char buf[32 * KiB];
 
 	for (uint64_t seq = 1; seq <= RT_COUNT; seq++) {
-		size_t len = th_msg_len(seq, RT_MAX);
+		size_t len = th_msg_len(seq, max);
 		void *p;
 
 		if (seq & 1) {
@@ -531,7 +545,7 @@ static void send_all(struct shmfd_chan *chan)
 			expect_ok(shmfd_send(chan, buf, len, -1));
 		} else {
 			/* Reserve more than needed, commit the exact size. */
-			size_t extra = len + 100 <= RT_MAX ? 100 : 0;
+			size_t extra = len + 100 <= max ? 100 : 0;
 
 			expect_ok(shmfd_reserve(chan, len + extra, &p, -1));
 			th_fill(p, len, seq);
@@ -540,24 +554,30 @@ static void send_all(struct shmfd_chan *chan)
 	}
 }
 
+/* Two readers, one of them spinning before it sleeps. */
 START_TEST(test_round_trip_fork)
 {
-	struct shmfd_chan *chan = make_chan(64 * KiB, RT_MAX, 0);
-	int fd = expect_ok(shmfd_chan_share_fd(chan));
+	struct shmfd_chan *chan = make_chan(64 * KiB, rt_max[_i], 0);
+	struct rt_arg sleeper = {
+		.share_fd = expect_ok(shmfd_chan_share_fd(chan)),
+		.max = rt_max[_i],
+	};
+	struct rt_arg spinner = sleeper;
 	struct th_child a, b;
 
-	a = th_spawn(reader_verify_all, &fd, 0);
-	b = th_spawn(reader_verify_all, &fd, 0);
+	spinner.spin_us = 200;
+	a = th_spawn(reader_verify_all, &sleeper, 0);
+	b = th_spawn(reader_verify_all, &spinner, 0);
 	th_get(a.sock);
 	th_get(b.sock);
 	expect_eq(shmfd_chan_readers(chan), 2);
-	send_all(chan);
+	send_all(chan, rt_max[_i]);
 	shmfd_chan_close(chan);
 	expect_exit(a.pid, 0);
 	expect_exit(b.pid, 0);
 	close(a.sock);
 	close(b.sock);
-	close(fd);
+	close(sleeper.share_fd);
 }
 END_TEST
 
@@ -610,7 +630,7 @@ START_TEST(test_round_trip_exec)
 	c = th_spawn(exec_reader, &ea, 0);
 	expect_eq(th_get(c.sock), 1);
 	expect_eq(shmfd_chan_readers(chan), 1);
-	send_all(chan);
+	send_all(chan, RT_MAX);
 	shmfd_chan_close(chan);
 	expect_exit(c.pid, 0);
 	close(c.sock);
@@ -789,7 +809,8 @@ static Suite *basic_suite(void)
 			    (int)(sizeof(bad_create) / sizeof(bad_create[0])));
 	tcase_add_test(tc, test_create_einval_null);
 	tcase_add_loop_test(tc, test_create_limits, 0,
-			    (int)(sizeof(good_create) / sizeof(good_create[0])));
+			    (int)(sizeof(good_create) /
+				  sizeof(good_create[0])));
 	tcase_add_test(tc, test_max_inline);
 	tcase_add_test(tc, test_name_too_long);
 	tcase_add_test(tc, test_null_handles);
@@ -810,7 +831,8 @@ static Suite *basic_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = th_tcase("round-trip");
-	tcase_add_test(tc, test_round_trip_fork);
+	tcase_add_loop_test(tc, test_round_trip_fork, 0,
+			    (int)(sizeof(rt_max) / sizeof(rt_max[0])));
 	tcase_add_test(tc, test_round_trip_exec);
 	suite_add_tcase(s, tc);
 

@@ -46,7 +46,8 @@ static void recv_seq_at(const char *file, int line, struct shmfd_reader *r,
 		th_fail(file, line, "got seq %llu lost %llu len %zu (intact: "
 			"%s), expected seq %llu len %zu",
 			(unsigned long long)m.seq, (unsigned long long)m.lost,
-			m.len, th_check(m.data, m.len, m.seq) < 0 ? "yes" : "no",
+			m.len,
+			th_check(m.data, m.len, m.seq) < 0 ? "yes" : "no",
 			(unsigned long long)seq, len);
 	ret = shmfd_msg_release(r, &m);
 	if (ret != 0)
@@ -117,7 +118,7 @@ static int bystander(int sock, void *arg)
 struct gone_arg {
 	int variant;
 	int share_fd;
-	int test_sock;		/* the reader's line to the test process */
+	int test_sock;		/* the reader's line to the test */
 };
 
 /* Join, tell the test, read the 3 messages it is told of, then block. */
@@ -222,7 +223,7 @@ START_TEST(test_producer_gone)
 
 	if (how == BY_CLOSE) {
 		th_put(p.sock, 0);
-		expect_exit(p.pid, 0);		/* it reaps a forked reader */
+		expect_exit(p.pid, 0);		/* it reaps its reader */
 	}
 	if (who == NAMED_ELSEWHERE || how == BY_KILL)
 		expect_exit(rpid, 0);		/* ours, or adopted */
@@ -425,6 +426,75 @@ START_TEST(test_sleeping_reader_killed)
 }
 END_TEST
 
+/*
+ * A reader whose process forked after it joined: the child holds copies
+ * of the reader's socket, so the producer sees no hang-up when the
+ * reader leaves.  Closed or killed, it must be dropped all the same, or a
+ * reliable producer waits for its space forever.
+ */
+static int forking_holder(int sock, void *arg)
+{
+	int fd = *(int *)arg;
+	struct shmfd_reader *r = th_join(fd, 0);
+	struct shmfd_msg m;
+	uint64_t n;
+
+	th_put(sock, 1);
+	n = (uint64_t)th_get(sock);
+	for (uint64_t i = 1; i <= n; i++)
+		expect_ok(shmfd_recv(r, &m, 0, 0));
+	/* The child only holds what it inherited, until killed. */
+	th_put(sock, th_spawn(bystander, NULL, TH_ORPHAN).pid);
+	if (th_get(sock) == 1)
+		shmfd_reader_close(r);
+	th_put(sock, 2);
+	th_get(sock);
+	return 0;
+}
+
+/* _i == 0: the reader closes, 1: it is killed. */
+START_TEST(test_reader_gone_child_holds_fds)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	int fd = expect_ok(shmfd_chan_share_fd(chan));
+	struct th_child h = th_spawn(forking_holder, &fd, 0);
+	struct th_async async;
+	uint64_t n;
+	pid_t kid;
+
+	th_get(h.sock);
+	n = fill_ring(chan, 1);
+	th_put(h.sock, (int64_t)n);
+	kid = (pid_t)th_get(h.sock);
+	th_track(kid);
+	th_async_send(&async, chan, n + 1, KiB, -1, false);
+	ck_assert_msg(!th_async_done(&async, 200), "send into a ring held "
+		      "full by a reader returned %d", th_async_join(&async));
+	if (_i == 0) {
+		th_put(h.sock, 1);		/* close the reader */
+		expect_eq(th_get(h.sock), 2);
+	} else {
+		kill(h.pid, SIGKILL);
+		expect_signal(h.pid, SIGKILL);
+	}
+	ck_assert_msg(th_async_done(&async, DEADLINE_MS), "send(-1) still "
+		      "blocked %d ms after the reader holding the ring %s "
+		      "(its child still holds its fds)", DEADLINE_MS,
+		      _i ? "was killed" : "closed");
+	expect_eq(th_async_join(&async), 0);
+	expect_eventually(shmfd_chan_readers(chan) == 0);
+	if (_i == 0) {
+		th_put(h.sock, 0);
+		expect_exit(h.pid, 0);
+	}
+	kill(kid, SIGKILL);
+	expect_signal(kid, SIGKILL);		/* ours now: adopted */
+	close(h.sock);
+	close(fd);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 /* ---- readers join a producer that does not call the library ---- */
 
 struct idle_arg {
@@ -577,6 +647,7 @@ static Suite *liveness_suite(void)
 	tc = th_tcase("reader-gone");
 	tcase_add_loop_test(tc, test_reader_killed, 0, 2);
 	tcase_add_test(tc, test_sleeping_reader_killed);
+	tcase_add_loop_test(tc, test_reader_gone_child_holds_fds, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = th_tcase("join");

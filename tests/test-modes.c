@@ -453,7 +453,7 @@ static int out_of_order_reader(int sock, void *arg)
 			expect_eq(shmfd_msg_release(r, &m[i]), 0);
 	th_put(sock, (int64_t)mid);
 
-	j = (uint64_t)th_get(sock);		/* the producer sent j more */
+	j = (uint64_t)th_get(sock);		/* j more were sent */
 	expect(th_check(m[mid].data, m[mid].len, mid) < 0, "held message "
 	       "%llu was overwritten", (unsigned long long)mid);
 	expect_eq(shmfd_msg_release(r, &m[mid]), 0);
@@ -831,6 +831,124 @@ START_TEST(test_recv_latest)
 }
 END_TEST
 
+/* Reliable: a reader that joins FROM_OLDEST owns the messages it starts
+ * at; the producer may not overwrite them before it has read them. */
+static int oldest_holds_ring(int sock, void *arg)
+{
+	struct rd *a = arg;
+	struct shmfd_reader *r = th_join(a->share_fd, SHMFD_FROM_OLDEST);
+	struct shmfd_msg m;
+	uint64_t seq, last;
+
+	th_put(sock, 1);
+	last = (uint64_t)th_get(sock);		/* the producer is done */
+	expect_ok(shmfd_recv(r, &m, 0, 0));
+	expect(m.seq > 1 && m.lost == 0, "reliable channel: the first "
+	       "message is seq %llu with %llu lost: the producer overwrote "
+	       "what this FROM_OLDEST reader joined at",
+	       (unsigned long long)m.seq, (unsigned long long)m.lost);
+	for (seq = m.seq; seq <= last; seq++) {
+		if (seq != m.seq)
+			recv_seq(r, &m, 0, 0, seq, 0, KiB);
+		expect(th_check(m.data, m.len, seq) < 0, "message %llu was "
+		       "overwritten before this reader read it",
+		       (unsigned long long)seq);
+		expect_eq(shmfd_msg_release(r, &m), 0);
+	}
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+START_TEST(test_from_oldest_holds_ring)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	struct rd a = { .share_fd = expect_ok(shmfd_chan_share_fd(chan)) };
+	uint64_t seq, n = 10 * RING / KiB;
+	static char probe[KiB];
+	struct th_child c;
+
+	/* No reader yet: the ring wraps freely. */
+	for (seq = 1; seq <= n; seq++)
+		send_seq(chan, seq, KiB, 0);
+	c = th_spawn(oldest_holds_ring, &a, 0);
+	th_get(c.sock);
+	/* The ring is full of what the new reader has not read. */
+	n += send_until_full(chan, n + 1);
+	expect_err(shmfd_send(chan, probe, KiB, 0), EAGAIN);
+	th_put(c.sock, (int64_t)n);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	close(a.share_fd);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/*
+ * Reliable: hold message 1, skip to the newest with RECV_LATEST: what was
+ * skipped comes back as soon as message 1 is released, the rest when the
+ * newest is.
+ */
+static int latest_while_holding(int sock, void *arg)
+{
+	struct rd *a = arg;
+	struct shmfd_reader *r = th_join(a->share_fd, 0);
+	struct shmfd_msg first, newest;
+	uint64_t n;
+
+	th_put(sock, 1);
+	n = (uint64_t)th_get(sock);
+	recv_seq(r, &first, 0, 0, 1, 0, KiB);
+	recv_seq(r, &newest, SHMFD_RECV_LATEST, 0, n, n - 2, KiB);
+	th_put(sock, 2);
+	th_get(sock);				/* the ring is still full */
+	expect_eq(shmfd_msg_release(r, &first), 0);
+	th_put(sock, 3);
+	th_get(sock);				/* the skipped space is back */
+	expect(th_check(newest.data, newest.len, n) < 0, "held message %llu "
+	       "was overwritten", (unsigned long long)n);
+	expect_eq(shmfd_msg_release(r, &newest), 0);
+	th_put(sock, 4);
+	th_get(sock);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+START_TEST(test_latest_while_holding)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	struct rd a = { .share_fd = expect_ok(shmfd_chan_share_fd(chan)) };
+	struct th_child c = th_spawn(latest_while_holding, &a, 0);
+	static char probe[KiB];
+	uint64_t n, j, k;
+
+	th_get(c.sock);
+	n = fill_ring(chan, 1);
+	th_put(c.sock, (int64_t)n);
+	expect_eq(th_get(c.sock), 2);
+	/* Message 1 is held: nothing before it or after it is free. */
+	expect_err(shmfd_send(chan, probe, KiB, 0), EAGAIN);
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 3);
+	/* Everything up to the held newest is free: n - 1 messages, give
+	 * or take the padding at the wrap. */
+	j = send_until_full(chan, n + 1);
+	expect(j + 2 >= n - 1 && j <= n - 1, "%llu messages fit once the "
+	       "%llu before the newest were free", (unsigned long long)j,
+	       (unsigned long long)(n - 1));
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 4);
+	/* The reader is at the head: all of the ring but the j new ones. */
+	k = send_until_full(chan, n + j + 1);
+	expect(k >= 1, "nothing fits after the newest was released");
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	close(a.share_fd);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 static Suite *modes_suite(void)
 {
 	Suite *s = suite_create("modes");
@@ -853,6 +971,8 @@ static Suite *modes_suite(void)
 	tcase_add_loop_test(tc, test_join_position, 0, 2);
 	tcase_add_loop_test(tc, test_from_oldest_lapped, 0, 2);
 	tcase_add_test(tc, test_from_oldest_falls_behind);
+	tcase_add_test(tc, test_from_oldest_holds_ring);
+	tcase_add_test(tc, test_latest_while_holding);
 	tcase_add_loop_test(tc, test_recv_latest, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;

@@ -289,11 +289,15 @@ END_TEST
 /* Without SHMFD_DIR: $XDG_RUNTIME_DIR/shmfd, else /tmp/shmfd-$UID. */
 START_TEST(test_default_dirs)
 {
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	char name[64], path[256], saved[256] = "";
 	struct shmfd_chan *chan;
 	struct who w;
-	char name[64], path[256];
 	struct stat st;
 
+	/* Put the environment back for CK_FORK=no runs. */
+	if (xdg)
+		snprintf(saved, sizeof(saved), "%s", xdg);
 	snprintf(name, sizeof(name), "dflt-%d", (int)getpid());
 	w = (struct who){ .name = name };
 
@@ -313,6 +317,8 @@ START_TEST(test_default_dirs)
 	ck_assert(S_ISSOCK(st.st_mode));
 	expect_join(chan, &w, 0, 3);
 	expect_sys_err(lstat(path, &st), ENOENT);
+	if (xdg)
+		setenv("XDG_RUNTIME_DIR", saved, 1);
 }
 END_TEST
 

@@ -569,7 +569,7 @@ static int fake_producer(int sock, void *arg)
 		c = -1;
 		break;
 	case FAKE_SILENT:
-		th_get(sock);			/* until the reader gave up */
+		th_get(sock);			/* the reader gave up */
 		break;
 	default:
 		fds[0] = make_ring(f);
