@@ -94,9 +94,11 @@ static void drop(struct shmfd_chan *c, uint32_t i)
 	__atomic_fetch_sub(&c->nreaders, 1, __ATOMIC_RELAXED);
 	c->ndead++;
 	ep_del(c, s->sock);
-	ep_del(c, s->pidfd);
 	close(s->sock);
-	close(s->pidfd);
+	if (s->pidfd >= 0) {
+		ep_del(c, s->pidfd);
+		close(s->pidfd);
+	}
 	s->sock = s->pidfd = -1;
 	/* A sender waiting for this reader's space sleeps on its page.wake:
 	 * change the word and wake it, so it looks at the readers again. */
@@ -215,8 +217,10 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 		ret = -EPROTO;
 		goto refuse;
 	}
+	/* Without pidfds (before Linux 5.3) only the socket's hang-up
+	 * tells that a reader left. */
 	pidfd = shmfd__pidfd_open(pid);
-	if (pidfd < 0) {
+	if (pidfd < 0 && errno != ENOSYS) {
 		ret = shmfd__neg_errno();
 		goto refuse;
 	}
@@ -238,7 +242,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 
 	ret = ep_add(c, sock, EV_DATA(EV_SOCK, s->gen, idx),
 		     EPOLLIN | EPOLLRDHUP);
-	if (ret == 0) {
+	if (ret == 0 && pidfd >= 0) {
 		ret = ep_add(c, pidfd, EV_DATA(EV_PIDFD, s->gen, idx),
 			     EPOLLIN);
 		if (ret < 0)

@@ -160,7 +160,8 @@ SHMFD_API void shmfd_chan_close(struct shmfd_chan *c)
 
 		if (s->state == SLOT_LIVE) {
 			close(s->sock);
-			close(s->pidfd);
+			if (s->pidfd >= 0)
+				close(s->pidfd);
 		}
 		if (s->page)
 			munmap(s->page, SHMFD_RPAGE_SIZE);

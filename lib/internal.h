@@ -83,10 +83,13 @@ int shmfd__sendmsg(struct shmfd__uring *u, int sock, const void *buf,
 #define SHMFD_WAKE_PEER_DEAD	(1u << 1)
 #define SHMFD_WAKE_HANGUP	(1u << 2)
 #define SHMFD_WAKE_TIMEOUT	(1u << 3)
-/* Sleep until *word != val (or a wake), the pidfd or sock fires, or the
+/* Sleep until *word != val (or a wake), the peer dies (its pidfd, or
+ * its pid where the kernel has no pidfds), sock hangs up, or the
  * deadline.  Returns a mask of SHMFD_WAKE_*, or -errno. */
 int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
-		 int pidfd, int sock, uint64_t deadline_ns);
+		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns);
+/* Has the peer exited?  Its pidfd if there is one, else kill(pid, 0). */
+bool shmfd__peer_gone(int pidfd, pid_t pid);
 /* Non-blocking: is fd readable or hung up? */
 bool shmfd__fd_ready(int fd);
 
@@ -218,7 +221,8 @@ struct shmfd_reader {
 	size_t map_size;
 	unsigned int spin_us;
 	int sock;
-	int pidfd;
+	int pidfd;			/* -1 where pidfd_open(2) is missing */
+	pid_t peer_pid;
 	int share_fd;			/* open_fd: owned until close */
 	bool peer_dead;
 	bool hangup;

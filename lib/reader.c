@@ -173,9 +173,12 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 	struct shmfd__welcome w;
 	int fds[2], page_fd, ring_fd = -1, ret;
 
+	r->peer_pid = pid;
 	r->pidfd = shmfd__pidfd_open(pid);
-	if (r->pidfd < 0)
-		return errno == ESRCH ? -EPIPE : shmfd__neg_errno();
+	if (r->pidfd < 0 && errno == ESRCH)
+		return -EPIPE;
+	if (r->pidfd < 0 && errno != ENOSYS)
+		return shmfd__neg_errno();
 	ret = shmfd__uring_init(&r->uring, 8);
 	if (ret < 0)
 		return ret;
@@ -284,13 +287,14 @@ fail:
  * give an exiting producer a moment to become a zombie. */
 static int gone_reason(struct shmfd_reader *r)
 {
-	struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
-
 	if (r->peer_dead || LOAD_ACQUIRE(&r->hdr->closed))
 		return -EPIPE;
-	if (poll(&p, 1, 1000) > 0) {
-		r->peer_dead = true;
-		return -EPIPE;
+	for (int i = 0; i < 100; i++) {
+		if (shmfd__peer_gone(r->pidfd, r->peer_pid)) {
+			r->peer_dead = true;
+			return -EPIPE;
+		}
+		usleep(10000);
 	}
 	return -ECONNRESET;
 }
@@ -353,7 +357,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (timed_out)
 			return -ETIMEDOUT;
 		if (timeout_ms == 0) {
-			if (shmfd__fd_ready(r->pidfd)) {
+			if (shmfd__peer_gone(r->pidfd, r->peer_pid)) {
 				r->peer_dead = true;
 				continue;
 			}
@@ -399,6 +403,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		}
 		mask = shmfd__sleep(&r->uring, &r->hdr->futex, v,
 				    r->peer_dead ? -1 : r->pidfd,
+				    r->peer_dead ? 0 : r->peer_pid,
 				    r->hangup ? -1 : r->sock, deadline);
 		STORE_RELAXED(&r->page->sleep_pos, 0);
 		if (mask < 0)

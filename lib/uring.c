@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -165,9 +166,17 @@ bool shmfd__fd_ready(int fd)
 	return poll(&p, 1, 0) > 0 && p.revents;
 }
 
+bool shmfd__peer_gone(int pidfd, pid_t pid)
+{
+	if (pidfd >= 0)
+		return shmfd__fd_ready(pidfd);
+	/* No pidfds (before Linux 5.3, or valgrind): the pid itself. */
+	return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+}
+
 /* Fallback sleep: futex(2) in slices, checking the peer between them. */
 static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
-		       int sock, uint64_t deadline_ns)
+		       pid_t pid, int sock, uint64_t deadline_ns)
 {
 	for (;;) {
 		uint64_t now = shmfd__now_ns();
@@ -183,7 +192,7 @@ static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
 			mask |= SHMFD_WAKE_FUTEX;
 		else if (ret != -ETIMEDOUT)
 			return ret;
-		if (shmfd__fd_ready(pidfd))
+		if (shmfd__peer_gone(pidfd, pid))
 			mask |= SHMFD_WAKE_PEER_DEAD;
 		if (shmfd__fd_ready(sock))
 			mask |= SHMFD_WAKE_HANGUP;
@@ -229,15 +238,16 @@ static unsigned int reap(struct shmfd__uring *u)
  * so no operation refers to the word once the caller moves on.
  */
 int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
-		 int pidfd, int sock, uint64_t deadline_ns)
+		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns)
 {
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
 	unsigned int mask;
 	int ret;
 
-	if (!u->ok || !u->futex_ok)
-		return sleep_plain(word, val, pidfd, sock, deadline_ns);
+	/* Without a pidfd to poll, only slices can watch the peer. */
+	if (!u->ok || !u->futex_ok || (pidfd < 0 && pid > 0))
+		return sleep_plain(word, val, pidfd, pid, sock, deadline_ns);
 
 	if (pidfd >= 0 && !u->pidfd_armed) {
 		sqe = io_uring_get_sqe(&u->ring);
