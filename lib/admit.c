@@ -237,7 +237,6 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	s->woken = 0;
 	s->sock = sock;
 	s->pidfd = pidfd;
-	s->pid = pid;
 	STORE_RELEASE(&page->tail, s->start);
 
 	ret = ep_add(c, sock, EV_DATA(EV_SOCK, s->gen, idx),

@@ -52,8 +52,6 @@ SHMFD_API int shmfd_chan_create(struct shmfd_chan **chanp, const char *name,
 	c->ring_fd = c->listen_fd = c->epfd = c->stop_fd = -1;
 	c->mode = pp->mode ? pp->mode : 0600;
 	c->pid = getpid();
-	c->uid = geteuid();
-	c->gid = getegid();
 	pthread_mutex_init(&c->lock, NULL);
 
 	ret = shmfd__ring_init(c, ring_size, max_inline, max_readers,

@@ -129,7 +129,6 @@ struct shmfd__slot {
 	uint32_t gen;			/* joins so far (thread) */
 	int sock;
 	int pidfd;
-	pid_t pid;
 };
 
 struct shmfd_chan {
@@ -175,8 +174,6 @@ struct shmfd_chan {
 	uint32_t joins;			/* bumped by the thread on each join */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;
-	uid_t uid;
-	gid_t gid;
 };
 
 int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
@@ -190,8 +187,6 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		     unsigned int flags, uint64_t *posp, uint64_t *endp);
 void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail);
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos);
-void shmfd__slots_enter(struct shmfd_chan *c);
-void shmfd__slots_exit(struct shmfd_chan *c);
 
 /* ---- admit.c: the producer's admission thread ---- */
 int shmfd__admit_start(struct shmfd_chan *c);

@@ -138,13 +138,13 @@ fail_fd:
 	return ret;
 }
 
-void shmfd__slots_enter(struct shmfd_chan *c)
+static void slots_enter(struct shmfd_chan *c)
 {
 	STORE_RELAXED(&c->epoch, c->epoch + 1);
 	FENCE_FULL();
 }
 
-void shmfd__slots_exit(struct shmfd_chan *c)
+static void slots_exit(struct shmfd_chan *c)
 {
 	STORE_RELEASE(&c->epoch, c->epoch + 1);
 }
@@ -201,18 +201,18 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 		uint32_t slowest, w;
 		int ret;
 
-		shmfd__slots_enter(c);
+		slots_enter(c);
 		c->min_tail = scan_min_tail(c, &slowest);
 		if (c->min_tail >= limit) {
-			shmfd__slots_exit(c);
+			slots_exit(c);
 			return 0;
 		}
 		if (slowest == UINT32_MAX) {
-			shmfd__slots_exit(c);	/* limit <= head: cannot be */
+			slots_exit(c);	/* limit <= head: cannot be */
 			return -EPROTO;
 		}
 		if (timeout_ms == 0) {
-			shmfd__slots_exit(c);
+			slots_exit(c);
 			return -EAGAIN;
 		}
 		page = c->slots[slowest].page;
@@ -225,13 +225,13 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 		c->min_tail = scan_min_tail(c, &slowest);
 		if (c->min_tail >= limit) {
 			STORE_RELAXED(&c->hdr->want, 0);
-			shmfd__slots_exit(c);
+			slots_exit(c);
 			return 0;
 		}
 		/* Name the page we sleep on before leaving the bracket, so
 		 * the thread keeps it mapped while we are on it. */
 		STORE_RELAXED(&c->wait_slot, slowest + 1);
-		shmfd__slots_exit(c);
+		slots_exit(c);
 
 		if (!have_deadline) {
 			deadline = shmfd__deadline(timeout_ms);
@@ -316,7 +316,7 @@ static void wake_readers(struct shmfd_chan *c)
 {
 	bool wake = false;
 
-	shmfd__slots_enter(c);
+	slots_enter(c);
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		struct shmfd__slot *s = &c->slots[i];
 		uint64_t sp;
@@ -329,7 +329,7 @@ static void wake_readers(struct shmfd_chan *c)
 			wake = true;
 		}
 	}
-	shmfd__slots_exit(c);
+	slots_exit(c);
 
 	if (wake) {
 		STORE_RELEASE(&c->hdr->futex, c->hdr->futex + 1);
