@@ -25,6 +25,7 @@ extern "C" {
 
 struct shmfd_chan;		/* producer end, opaque */
 struct shmfd_reader;		/* reader end, opaque */
+struct shmfd_blob;		/* an unsent blob, opaque */
 
 /* shmfd_params.flags */
 #define SHMFD_LOSSY		(1u << 0)	/* producer never waits */
@@ -73,6 +74,15 @@ SHMFD_API int shmfd_reserve(struct shmfd_chan *chan, size_t len, void **bufp,
 			    int timeout_ms);
 /* Publish the first len bytes of the reserved buffer. */
 SHMFD_API int shmfd_commit(struct shmfd_chan *chan, size_t len);
+/* A writable shared-memory buffer of size bytes, to send as one blob. */
+SHMFD_API int shmfd_blob_create(struct shmfd_blob **blobp, size_t size);
+/* The blob's bytes; NULL once a send has sealed it. */
+SHMFD_API void *shmfd_blob_data(struct shmfd_blob *blob);
+/* Seal the blob and send it; consumes it on success. */
+SHMFD_API int shmfd_send_blob(struct shmfd_chan *chan, struct shmfd_blob *blob,
+			      int timeout_ms);
+/* Free a blob that was not sent. */
+SHMFD_API void shmfd_blob_free(struct shmfd_blob *blob);
 /* Mark the channel closed, wake every reader, free everything. */
 SHMFD_API void shmfd_chan_close(struct shmfd_chan *chan);
 

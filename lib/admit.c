@@ -73,6 +73,8 @@ static bool try_reclaim(struct shmfd_chan *c, uint32_t i)
 		return false;
 	munmap(s->page, SHMFD_RPAGE_SIZE);
 	s->page = NULL;
+	close(s->sock);
+	s->sock = -1;
 	STORE_RELEASE(&s->state, SLOT_FREE);
 	c->ndead--;
 	return true;
@@ -84,6 +86,14 @@ static void reclaim_all(struct shmfd_chan *c)
 		try_reclaim(c, i);
 }
 
+/* A sender waiting for a reader's space sleeps on its page.wake: change
+ * the word and wake it, so it looks at the readers again. */
+static void poke_sender(struct shmfd__reader_page *page)
+{
+	__atomic_fetch_add(&page->wake, 1, __ATOMIC_RELEASE);
+	shmfd__futex_wake(&page->wake, INT32_MAX);
+}
+
 static void drop(struct shmfd_chan *c, uint32_t i)
 {
 	struct shmfd__slot *s = &c->slots[i];
@@ -93,17 +103,15 @@ static void drop(struct shmfd_chan *c, uint32_t i)
 	__atomic_store_n(&s->state, SLOT_DEAD, __ATOMIC_SEQ_CST);
 	__atomic_fetch_sub(&c->nreaders, 1, __ATOMIC_RELAXED);
 	c->ndead++;
+	/* The socket stays open until the slot is reclaimed: a sender
+	 * inside the slots bracket may be passing it a blob's fd. */
 	ep_del(c, s->sock);
-	close(s->sock);
 	if (s->pidfd >= 0) {
 		ep_del(c, s->pidfd);
 		close(s->pidfd);
 	}
-	s->sock = s->pidfd = -1;
-	/* A sender waiting for this reader's space sleeps on its page.wake:
-	 * change the word and wake it, so it looks at the readers again. */
-	__atomic_fetch_add(&s->page->wake, 1, __ATOMIC_RELEASE);
-	shmfd__futex_wake(&s->page->wake, INT32_MAX);
+	s->pidfd = -1;
+	poke_sender(s->page);
 	try_reclaim(c, i);
 }
 
@@ -186,7 +194,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	};
 	struct shmfd__reader_page *page = NULL;
 	struct shmfd__slot *s;
-	uint64_t start_seq, head;
+	uint64_t start, start_seq, head, start2, seq2, head2;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
@@ -228,16 +236,18 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	if (ret < 0)
 		goto refuse;
 
-	/* A reader starting at head receives every message whose send
-	 * starts after this point. */
+	/* A provisional join point: the sender may use the slot as soon as
+	 * it is LIVE, and must then find a tail it can trust. */
 	s = &c->slots[idx];
-	join_point(c, flags & SHMFD_FROM_OLDEST, &s->start, &start_seq, &head);
+	join_point(c, flags & SHMFD_FROM_OLDEST, &start, &start_seq, &head);
 	s->gen++;
 	s->page = page;
 	s->woken = 0;
+	s->blob_sent = 0;
 	s->sock = sock;
 	s->pidfd = pidfd;
-	STORE_RELEASE(&page->tail, s->start);
+	STORE_RELAXED(&s->start, start);
+	STORE_RELEASE(&page->tail, start);
 
 	ret = ep_add(c, sock, EV_DATA(EV_SOCK, s->gen, idx),
 		     EPOLLIN | EPOLLRDHUP);
@@ -251,7 +261,23 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 		s->page = NULL;
 		goto refuse;
 	}
-	STORE_RELEASE(&s->state, SLOT_LIVE);
+	/* ring.c (6): LIVE, FULL FENCE, then the join point for real: a
+	 * blob the sender did not see us for is published before it.  A
+	 * reader starting at head receives every message whose send starts
+	 * after this point.  Tails only grow: a later point replaces the
+	 * provisional one, an earlier one (FROM_OLDEST past a PAD) does not. */
+	__atomic_store_n(&s->state, SLOT_LIVE, __ATOMIC_SEQ_CST);
+	FENCE_FULL();
+	join_point(c, flags & SHMFD_FROM_OLDEST, &start2, &seq2, &head2);
+	if (start2 > start) {
+		start = start2;
+		start_seq = seq2;
+		STORE_RELAXED(&s->start, start);
+		STORE_RELEASE(&page->tail, start);
+		poke_sender(page);
+	}
+	if (head2 > head)
+		head = head2;
 	__atomic_fetch_add(&c->nreaders, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&c->joins, 1, __ATOMIC_RELEASE);
 	close(page_fd);
@@ -259,7 +285,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	w.flags = c->lossy ? SHMFD_RING_LOSSY : 0;
 	w.ring_size = c->size;
 	w.max_inline = c->max_inline;
-	w.start_pos = s->start;
+	w.start_pos = start;
 	w.start_seq = start_seq;
 	w.join_head = head;
 	w.slot = idx;

@@ -120,6 +120,8 @@ SHMFD_API int shmfd_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 {
 	if (!c || !bufp)
 		return -EINVAL;
+	if (len > c->max_inline)
+		return -EMSGSIZE;
 	return shmfd__ring_reserve(c, len, bufp, timeout_ms);
 }
 
@@ -138,6 +140,17 @@ SHMFD_API int shmfd_send(struct shmfd_chan *c, const void *data, size_t len,
 
 	if (!c || (!data && len))
 		return -EINVAL;
+	if (len > c->max_inline) {
+		struct shmfd_blob *b;
+
+		ret = shmfd__blob_copy(&b, data, len);
+		if (ret < 0)
+			return ret;
+		ret = shmfd_send_blob(c, b, timeout_ms);
+		if (ret < 0)
+			shmfd_blob_free(b);
+		return ret;
+	}
 	ret = shmfd__ring_reserve(c, len, &buf, timeout_ms);
 	if (ret < 0)
 		return ret;
@@ -156,11 +169,12 @@ SHMFD_API void shmfd_chan_close(struct shmfd_chan *c)
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		struct shmfd__slot *s = &c->slots[i];
 
-		if (s->state == SLOT_LIVE) {
+		/* A dropped reader's socket stays open until its slot is
+		 * reclaimed (admit.c): the sender may be passing it a blob. */
+		if (s->state != SLOT_FREE)
 			close(s->sock);
-			if (s->pidfd >= 0)
-				close(s->pidfd);
-		}
+		if (s->state == SLOT_LIVE && s->pidfd >= 0)
+			close(s->pidfd);
 		if (s->page)
 			munmap(s->page, SHMFD_RPAGE_SIZE);
 	}
@@ -176,6 +190,7 @@ SHMFD_API void shmfd_chan_close(struct shmfd_chan *c)
 		close(c->listen_fd);
 	}
 	shmfd__uring_exit(&c->uring);
+	shmfd__blob_send_cleanup(c);
 	if (c->hdr)
 		munmap(c->hdr, c->map_size);
 	if (c->ring_fd >= 0)

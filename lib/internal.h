@@ -92,6 +92,15 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 bool shmfd__peer_gone(int pidfd, pid_t pid);
 /* Non-blocking: is fd readable or hung up? */
 bool shmfd__fd_ready(int fd);
+/* Non-blocking: has the other end of a socket gone (data may be queued)? */
+bool shmfd__sock_hung_up(int sock);
+
+/* One message with one fd to many sockets: a single io_uring submission
+ * (in batches of the ring's size), or sendmsg(2) each.  res[i] gets 0 or
+ * -errno for socks[i]; never blocks (MSG_DONTWAIT). */
+int shmfd__sendmsg_many(struct shmfd__uring *u, const int *socks,
+			int *res, unsigned int n, const void *buf,
+			size_t len, int fd);
 
 /* ---- proto.c ---- */
 int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
@@ -126,6 +135,7 @@ struct shmfd__slot {
 	struct shmfd__reader_page *page;/* mapped read-write, sealed */
 	uint64_t start;			/* tail before the reader wrote one */
 	uint64_t woken;			/* sleep_pos already woken (sender) */
+	uint64_t blob_sent;		/* last blob id sent to it (sender) */
 	uint32_t gen;			/* joins so far (thread) */
 	int sock;
 	int pidfd;
@@ -150,6 +160,12 @@ struct shmfd_chan {
 	uint32_t nslots;
 	struct shmfd__slot *slots;
 	uint32_t seen_joins;		/* joins when min_tail was computed */
+	uint64_t blob_id;		/* last blob id used */
+	uint32_t *tx_slot;		/* nslots entries: blob send scratch */
+	int *tx_sock;
+	int *tx_res;
+	struct shmfd__uring tx_uring;	/* the sender's, made on first blob */
+	bool tx_uring_init;
 
 	/* Set-up and the admission thread. */
 	int ring_fd;
@@ -181,10 +197,28 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 			int timeout_ms);
 int shmfd__ring_commit(struct shmfd_chan *c, size_t len);
+/* Blob publish, in two steps: open makes commit_gen odd and fences, so a
+ * reader the admission thread registers from then on either is seen LIVE
+ * by the caller or starts past this record; publish writes the record. */
+void shmfd__ring_commit_open(struct shmfd_chan *c);
+void shmfd__ring_commit_blob(struct shmfd_chan *c, uint64_t id, uint64_t size);
+/* Drop a reservation that will not be committed. */
+void shmfd__ring_cancel(struct shmfd_chan *c);
+/* The slots bracket of ring.c (5). */
+void shmfd__slots_enter(struct shmfd_chan *c);
+void shmfd__slots_exit(struct shmfd_chan *c);
 void shmfd__ring_close(struct shmfd_chan *c);
 /* reader side */
+/* A record ring_take found: where it is and, for a blob, what it names. */
+struct shmfd__taken {
+	uint64_t pos;
+	uint64_t end;
+	uint32_t type;			/* SHMFD_REC_MSG or SHMFD_REC_BLOB */
+	bool skipped;			/* records were passed over to get here */
+	struct shmfd__blob_desc blob;
+};
 int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
-		     unsigned int flags, uint64_t *posp, uint64_t *endp);
+		     unsigned int flags, struct shmfd__taken *t);
 void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail);
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos);
 
@@ -199,6 +233,18 @@ struct shmfd__held {
 	uint32_t gen;			/* 0 when the entry is free */
 	uint16_t prev;			/* list in receive (= position) order */
 	uint16_t next;
+	/* A blob holds its own mapping, not the ring: it is off the list. */
+	void *blob_map;
+	size_t blob_len;
+	int blob_fd;
+};
+
+/* A blob fd that arrived before its record was read. */
+struct shmfd__queued_fd {
+	uint64_t id;
+	uint64_t seq;
+	uint64_t size;
+	int fd;
 };
 
 struct shmfd_reader {
@@ -225,12 +271,30 @@ struct shmfd_reader {
 	/* Held messages: entries with stable indices (msg.reserved names
 	 * one), linked in receive order, which is position order, so the
 	 * oldest unreleased one -- the tail -- is always the list head. */
-	uint32_t held_count;
+	uint32_t held_count;		/* entries in use, blobs included */
 	uint16_t held_first;		/* HELD_NONE when empty */
 	uint16_t held_last;
 	uint16_t held_free;		/* free list through .next */
 	struct shmfd__held held[SHMFD_HELD_MAX];
+	/* Blob fds read from the socket ahead of their records, in order:
+	 * those that came with or before the welcome, or one read past a
+	 * record whose fd never came. */
+	struct shmfd__queued_fd *fdq;
+	uint32_t fdq_head;
+	uint32_t fdq_count;
+	uint32_t fdq_cap;
+	uint64_t extra_lost;		/* blobs skipped since the last message */
 	struct shmfd__uring uring;
 };
+
+/* ---- blob.c ---- */
+int shmfd__blob_copy(struct shmfd_blob **blobp, const void *data, size_t len);
+int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
+		     int *fdp, void **mapp);
+void shmfd__blob_drain(struct shmfd_reader *r, uint64_t seq);
+int shmfd__fdq_push(struct shmfd_reader *r, const struct shmfd__blob_fd *m,
+		    int fd);
+void shmfd__fdq_clear(struct shmfd_reader *r);
+void shmfd__blob_send_cleanup(struct shmfd_chan *c);
 
 #endif /* SHMFD_INTERNAL_H */

@@ -61,6 +61,8 @@ struct shmfd__ring_hdr {
 	uint64_t latest;		/* start of the last published record */
 	uint64_t seq;			/* seq of the last published record */
 	uint32_t commit_gen;
+	uint32_t reserved1;
+	uint64_t blob_id;		/* id of the last published blob, or 0 */
 
 	/* Producer, when it wakes readers or closes. */
 	uint32_t futex			/* readers sleep on this word */
@@ -88,6 +90,7 @@ static_assert(offsetof(struct shmfd__ring_hdr, head) == 64, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, latest) == 72, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, seq) == 80, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, commit_gen) == 88, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, blob_id) == 96, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, futex) == 128, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, closed) == 132, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, oldest) == 192, "layout");
@@ -97,6 +100,7 @@ static_assert(sizeof(struct shmfd__ring_hdr) <= SHMFD_HDR_SIZE, "layout");
 /* shmfd__rec.type */
 #define SHMFD_REC_MSG		1u	/* an inline message */
 #define SHMFD_REC_PAD		2u	/* filler to the end of the data area */
+#define SHMFD_REC_BLOB		3u	/* a blob: payload is shmfd__blob_desc */
 
 struct shmfd__rec {
 	uint32_t len;			/* payload bytes */
@@ -105,6 +109,20 @@ struct shmfd__rec {
 };
 
 static_assert(sizeof(struct shmfd__rec) == SHMFD_REC_ALIGN, "layout");
+
+/*
+ * A blob travels as its own memfd, sealed WRITE|SHRINK|GROW|SEAL.  Its fd
+ * goes to each reader's socket (struct shmfd__blob_fd) before the record
+ * that names it is published, so a reader that finds the record finds the
+ * fd already queued.  Ids start at 1 and only grow; an fd message whose id
+ * never shows up in the ring (a send that failed half-way) is discarded.
+ */
+struct shmfd__blob_desc {
+	uint64_t id;
+	uint64_t size;			/* bytes; the memfd is exactly this long */
+};
+
+static_assert(sizeof(struct shmfd__blob_desc) == 16, "layout");
 
 struct shmfd__reader_page {
 	uint64_t magic;			/* SHMFD_RPAGE_MAGIC */
@@ -135,6 +153,7 @@ static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");
 #define SHMFD_MSG_HELLO		1u
 #define SHMFD_MSG_WELCOME	2u
 #define SHMFD_MSG_BYE		3u
+#define SHMFD_MSG_BLOB_FD	4u	/* producer -> reader, one blob's fd */
 
 struct shmfd__hello {
 	uint32_t type;			/* SHMFD_MSG_HELLO */
@@ -162,7 +181,17 @@ struct shmfd__bye {
 	uint32_t reserved;
 };
 
+/* Carries exactly one fd (SCM_RIGHTS): the sealed blob memfd. */
+struct shmfd__blob_fd {
+	uint32_t type;			/* SHMFD_MSG_BLOB_FD */
+	uint32_t reserved;
+	uint64_t id;			/* shmfd__blob_desc.id */
+	uint64_t seq;			/* seq its record gets, if published */
+	uint64_t size;
+};
+
 static_assert(sizeof(struct shmfd__hello) == 16, "layout");
+static_assert(sizeof(struct shmfd__blob_fd) == 32, "layout");
 static_assert(sizeof(struct shmfd__welcome) == 64, "layout");
 
 #endif /* SHMFD_LAYOUT_H */

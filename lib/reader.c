@@ -16,6 +16,15 @@
 
 static void reader_free(struct shmfd_reader *r)
 {
+	for (uint32_t i = 0; i < SHMFD_HELD_MAX; i++) {
+		struct shmfd__held *h = &r->held[i];
+
+		if (h->gen && h->blob_map) {
+			munmap(h->blob_map, h->blob_len);
+			close(h->blob_fd);
+		}
+	}
+	shmfd__fdq_clear(r);
 	shmfd__uring_exit(&r->uring);
 	if (r->hdr)
 		munmap((void *)r->hdr, r->map_size);
@@ -73,13 +82,14 @@ fail:
 }
 
 /* Wait for the welcome; a dead producer (pidfd) ends the wait early. */
-static int await_welcome(int sock, int pidfd, struct shmfd__welcome *w,
-			 int *ring_fd)
+static int await_welcome(struct shmfd_reader *r, int sock, int pidfd,
+			 struct shmfd__welcome *w, int *ring_fd)
 {
 	uint64_t deadline = shmfd__deadline(SHMFD_JOIN_TIMEOUT_MS);
-	unsigned int nfds = 0;
+	unsigned int nfds;
 	int n;
 
+again:
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = sock, .events = POLLIN },
@@ -99,11 +109,27 @@ static int await_welcome(int sock, int pidfd, struct shmfd__welcome *w,
 		if (p[1].revents)
 			return -EPIPE;
 	}
+	nfds = 0;
 	n = shmfd__recv_fds(sock, w, sizeof(*w), ring_fd, &nfds, 1);
 	if (n == 0)
 		return -EPIPE;		/* the producer hung up on us */
+	if (n == -EAGAIN)
+		goto again;
 	if (n < 0)
 		return n == -ECONNRESET ? -EPIPE : n;
+	/* A blob sent while we were being registered may come first
+	 * (ring.c (6)): keep its fd for when we read its record. */
+	if ((size_t)n == sizeof(struct shmfd__blob_fd) && nfds == 1 &&
+	    w->type == SHMFD_MSG_BLOB_FD) {
+		struct shmfd__blob_fd m;
+
+		memcpy(&m, w, sizeof(m));
+		if (shmfd__fdq_push(r, &m, *ring_fd) < 0) {
+			close(*ring_fd);
+			return -ENOMEM;
+		}
+		goto again;
+	}
 	if (shmfd__check_welcome(w, (size_t)n) < 0)
 		goto proto;
 	if (w->status) {
@@ -195,7 +221,7 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 		ret = -EPIPE;
 	if (ret < 0)
 		return ret;
-	ret = await_welcome(r->sock, r->pidfd, &w, &ring_fd);
+	ret = await_welcome(r, r->sock, r->pidfd, &w, &ring_fd);
 	if (ret < 0)
 		return ret;
 	ret = map_ring(r, &w, ring_fd);
@@ -299,13 +325,14 @@ static int gone_reason(struct shmfd_reader *r)
 	return -ECONNRESET;
 }
 
-static int hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos)
+static void hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos)
 {
 	uint16_t idx = r->held_free;
 	struct shmfd__held *h = &r->held[idx];
 
 	r->held_free = h->next;
 	h->pos = pos;
+	h->blob_map = NULL;
 	if (++r->gen == 0)		/* 0 marks a free entry */
 		r->gen = 1;
 	h->gen = r->gen;
@@ -320,13 +347,58 @@ static int hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos)
 	msg->reserved[0] = pos;
 	msg->reserved[1] = ((uint64_t)h->gen << 32) | idx;
 	msg->reserved[2] = (uint64_t)(uintptr_t)r;
+}
+
+/* A blob is held by its own mapping, not by ring space: its entry is not
+ * on the position list, so it never holds the tail back. */
+static void hold_blob(struct shmfd_reader *r, struct shmfd_msg *msg,
+		      uint64_t pos, void *map, size_t len, int fd)
+{
+	uint16_t idx = r->held_free;
+	struct shmfd__held *h = &r->held[idx];
+
+	r->held_free = h->next;
+	h->pos = pos;
+	if (++r->gen == 0)
+		r->gen = 1;
+	h->gen = r->gen;
+	h->prev = h->next = HELD_NONE;
+	h->blob_map = map;
+	h->blob_len = len;
+	h->blob_fd = fd;
+	r->held_count++;
+	msg->data = map;
+	msg->len = len;
+	msg->flags = SHMFD_MSG_BLOB;
+	msg->fd = fd;
+	msg->reserved[0] = pos;
+	msg->reserved[1] = ((uint64_t)h->gen << 32) | idx;
+	msg->reserved[2] = (uint64_t)(uintptr_t)r;
+}
+
+/* The record taken is a blob: find its fd, check it, map it.  0: msg is
+ * the blob; -ENOENT: its fd never came, skip it; other: refused. */
+static int recv_blob(struct shmfd_reader *r, struct shmfd_msg *msg,
+		     const struct shmfd__taken *t)
+{
+	void *map;
+	int fd, ret;
+
+	ret = shmfd__blob_take(r, t, &fd, &map);
+	/* Whatever happened, the record is done with. */
+	if (r->held_first == HELD_NONE)
+		shmfd__ring_publish_tail(r, r->pos);
+	if (ret < 0)
+		return ret;
+	hold_blob(r, msg, t->pos, map, (size_t)t->blob.size, fd);
 	return 0;
 }
 
 SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 			 int flags, int timeout_ms)
 {
-	uint64_t deadline = 0, pos, end;
+	struct shmfd__taken t;
+	uint64_t deadline = 0;
 	bool have_deadline = false, timed_out = false;
 	int ret;
 
@@ -339,9 +411,27 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		uint32_t v;
 		int mask;
 
-		ret = shmfd__ring_take(r, msg, (unsigned int)flags, &pos, &end);
-		if (ret == 0)
-			return hold(r, msg, pos);
+		ret = shmfd__ring_take(r, msg, (unsigned int)flags, &t);
+		if (ret == 0) {
+			/* Records passed over may have left blob fds on our
+			 * socket: close them, they would pin memory. */
+			if (t.skipped && LOAD_RELAXED(&r->hdr->blob_id))
+				shmfd__blob_drain(r, msg->seq);
+			if (t.type == SHMFD_REC_BLOB) {
+				ret = recv_blob(r, msg, &t);
+				if (ret == -ENOENT) {
+					r->extra_lost++;
+					continue;
+				}
+				if (ret < 0)
+					return ret;
+			} else {
+				hold(r, msg, t.pos);
+			}
+			msg->lost += r->extra_lost;
+			r->extra_lost = 0;
+			return 0;
+		}
 		if (ret != -EAGAIN)
 			return ret;
 
@@ -361,7 +451,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 				r->peer_dead = true;
 				continue;
 			}
-			if (shmfd__fd_ready(r->sock)) {
+			if (shmfd__sock_hung_up(r->sock)) {
 				r->hangup = true;
 				continue;
 			}
@@ -433,9 +523,19 @@ SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
 	if (!h->gen || h->gen != gen || h->pos != msg->reserved[0])
 		return -EINVAL;
 
+	msg->reserved[2] = 0;
+	if (h->blob_map) {
+		munmap(h->blob_map, h->blob_len);
+		close(h->blob_fd);
+		h->blob_map = NULL;
+		h->gen = 0;
+		h->next = r->held_free;
+		r->held_free = (uint16_t)idx;
+		r->held_count--;
+		return 0;
+	}
 	if (shmfd__ring_stale(r, h->pos))
 		ret = -ESTALE;
-	msg->reserved[2] = 0;
 	if (h->prev != HELD_NONE)
 		r->held[h->prev].next = h->next;
 	else

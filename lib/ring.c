@@ -149,15 +149,26 @@ static void slots_exit(struct shmfd_chan *c)
 	STORE_RELEASE(&c->epoch, c->epoch + 1);
 }
 
+void shmfd__slots_enter(struct shmfd_chan *c)
+{
+	slots_enter(c);
+}
+
+void shmfd__slots_exit(struct shmfd_chan *c)
+{
+	slots_exit(c);
+}
+
 /* A reader's tail as the producer may trust it: never below where the
  * reader started, never past what was published. */
 static uint64_t slot_tail(const struct shmfd_chan *c,
 			  const struct shmfd__slot *s)
 {
 	uint64_t t = LOAD_ACQUIRE(&s->page->tail);
+	uint64_t start = LOAD_RELAXED(&s->start);
 
-	if (t < s->start)
-		t = s->start;
+	if (t < start)
+		t = start;
 	if (t > c->head)
 		t = c->head;
 	return t;
@@ -256,8 +267,6 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 
 	if (c->resv_pos != NO_RESV)
 		return -EBUSY;
-	if (len > c->max_inline)
-		return -EMSGSIZE;
 
 	need = ALIGN_UP((uint64_t)len + sizeof(struct shmfd__rec),
 			SHMFD_REC_ALIGN);
@@ -337,28 +346,71 @@ static void wake_readers(struct shmfd_chan *c)
 	}
 }
 
-int shmfd__ring_commit(struct shmfd_chan *c, size_t len)
+/* Write the reserved record's header and publish it; commit_gen is odd
+ * already when the caller opened the commit (blobs). */
+static void publish(struct shmfd_chan *c, size_t len, uint32_t type,
+		    bool opened)
 {
 	struct shmfd__rec *r;
 	uint64_t p = c->resv_pos;
 
-	if (p == NO_RESV || len > c->resv_len)
-		return -EINVAL;
 	r = rec_at(c->data, c->mask, p);
 	r->len = (uint32_t)len;
-	r->type = SHMFD_REC_MSG;
+	r->type = type;
 	r->seq = ++c->seq;
 	c->head = p + ALIGN_UP((uint64_t)len + sizeof(*r), SHMFD_REC_ALIGN);
 	c->resv_pos = NO_RESV;
 
-	STORE_RELAXED(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
-	FENCE_RELEASE();
+	if (!opened) {
+		STORE_RELAXED(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
+		FENCE_RELEASE();
+	}
 	STORE_RELAXED(&c->hdr->latest, p);
 	STORE_RELAXED(&c->hdr->seq, c->seq);
 	STORE_RELEASE(&c->hdr->head, c->head);	/* (1) */
 	STORE_RELEASE(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
 	wake_readers(c);
+}
+
+int shmfd__ring_commit(struct shmfd_chan *c, size_t len)
+{
+	if (c->resv_pos == NO_RESV || len > c->resv_len)
+		return -EINVAL;
+	publish(c, len, SHMFD_REC_MSG, false);
 	return 0;
+}
+
+/*
+ * (6) Blobs.  The sender sends a blob's fd to every LIVE reader, then
+ * opens the commit: commit_gen odd, FULL FENCE, and sends it to every
+ * LIVE reader that did not get it yet, then publishes.  The admission
+ * thread registers a reader by storing state = LIVE, FULL FENCE, and only
+ * then taking its join point under commit_gen (admit.c join).  Either the
+ * sender sees the reader LIVE and sends it the fd, or the thread sees the
+ * odd commit_gen, waits for it to become even and starts the reader past
+ * the blob's record.  No reader finds a blob record whose fd it was owed
+ * and not sent.
+ */
+void shmfd__ring_commit_open(struct shmfd_chan *c)
+{
+	STORE_RELAXED(&c->hdr->commit_gen, c->hdr->commit_gen + 1);
+	FENCE_FULL();
+}
+
+void shmfd__ring_commit_blob(struct shmfd_chan *c, uint64_t id, uint64_t size)
+{
+	struct shmfd__blob_desc *d =
+		(void *)(rec_at(c->data, c->mask, c->resv_pos) + 1);
+
+	d->id = id;
+	d->size = size;
+	STORE_RELAXED(&c->hdr->blob_id, id);
+	publish(c, sizeof(*d), SHMFD_REC_BLOB, true);
+}
+
+void shmfd__ring_cancel(struct shmfd_chan *c)
+{
+	c->resv_pos = NO_RESV;
 }
 
 void shmfd__ring_close(struct shmfd_chan *c)
@@ -394,10 +446,11 @@ void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail)
  * (a record that cannot be, a head going backwards).
  */
 int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
-		     unsigned int flags, uint64_t *posp, uint64_t *endp)
+		     unsigned int flags, struct shmfd__taken *t)
 {
 	const struct shmfd__ring_hdr *hdr = r->hdr;
 
+	t->skipped = false;
 	for (;;) {
 		const struct shmfd__rec *rec;
 		uint64_t h, o, p = r->pos, off, end, seq;
@@ -409,8 +462,10 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			uint64_t l = LOAD_ACQUIRE(&hdr->latest);
 
 			h = LOAD_ACQUIRE(&hdr->head);
-			if (l > p && l < h)
+			if (l > p && l < h) {
 				p = l;
+				t->skipped = true;
+			}
 		} else {
 			h = LOAD_ACQUIRE(&hdr->head);
 		}
@@ -419,8 +474,10 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (h < r->pos || h % SHMFD_REC_ALIGN)
 			return -EPROTO;
 		o = LOAD_ACQUIRE(&hdr->oldest);
-		if (p < o)
+		if (p < o) {
 			p = o;		/* overrun: skip what was overwritten */
+			t->skipped = true;
+		}
 		if (p >= h) {
 			/* oldest never passes head: an h loaded after o
 			 * must cover it, unless the producer is lying. */
@@ -436,6 +493,13 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		len = LOAD_RELAXED(&rec->len);
 		type = LOAD_RELAXED(&rec->type);
 		seq = LOAD_RELAXED(&rec->seq);
+		if (type == SHMFD_REC_BLOB && len == sizeof(t->blob) &&
+		    off + sizeof(*rec) + len <= r->size) {
+			const struct shmfd__blob_desc *d = (const void *)(rec + 1);
+
+			t->blob.id = LOAD_RELAXED(&d->id);
+			t->blob.size = LOAD_RELAXED(&d->size);
+		}
 		FENCE_ACQUIRE();		/* (2) */
 		if (LOAD_RELAXED(&hdr->oldest) > p)
 			continue;		/* overwritten while we looked */
@@ -444,11 +508,18 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			if (off + sizeof(*rec) + len != r->size)
 				return -EPROTO;
 			r->pos = p + sizeof(*rec) + len;
-			if (!r->held_count)
+			if (r->held_first == HELD_NONE)
 				shmfd__ring_publish_tail(r, r->pos);
 			continue;
 		}
-		if (type != SHMFD_REC_MSG || len > r->max_inline ||
+		if (type == SHMFD_REC_BLOB) {
+			if (len != sizeof(t->blob) || !t->blob.id ||
+			    !t->blob.size)
+				return -EPROTO;
+		} else if (type != SHMFD_REC_MSG) {
+			return -EPROTO;
+		}
+		if ((type == SHMFD_REC_MSG && len > r->max_inline) ||
 		    off + sizeof(*rec) + len > r->size)
 			return -EPROTO;
 		end = p + ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
@@ -463,8 +534,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		msg->fd = -1;
 		r->next_seq = seq + 1;
 		r->pos = end;
-		*posp = p;
-		*endp = end;
+		t->pos = p;
+		t->end = end;
+		t->type = type;
 		return 0;
 	}
 }

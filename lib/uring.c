@@ -157,6 +157,96 @@ int shmfd__sendmsg(struct shmfd__uring *u, int sock, const void *buf,
 	return ret < 0 ? (int)ret : 0;
 }
 
+/*
+ * A blob's fd to many readers at once.  All requests share one msghdr
+ * (same bytes, same fd), which stays alive until every completion is
+ * reaped.  MSG_DONTWAIT: a full socket completes with -EAGAIN at once
+ * instead of parking the request; the caller decides whether to wait.
+ */
+int shmfd__sendmsg_many(struct shmfd__uring *u, const int *socks,
+			int *res, unsigned int n, const void *buf,
+			size_t len, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	struct cmsghdr *cm;
+	unsigned int done = 0;
+
+	memset(&ctl, 0, sizeof(ctl));
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+
+	if (!u || !u->ok) {
+		for (unsigned int i = 0; i < n; i++) {
+			ssize_t r;
+
+			do {
+				r = sendmsg(socks[i], &mh,
+					    MSG_NOSIGNAL | MSG_DONTWAIT);
+			} while (r < 0 && errno == EINTR);
+			res[i] = r < 0 ? shmfd__neg_errno() : 0;
+		}
+		return 0;
+	}
+
+	while (done < n) {
+		unsigned int batch = 0, reaped = 0;
+		struct io_uring_cqe *cqe;
+		int ret;
+
+		while (done + batch < n) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+
+			if (!sqe)
+				break;
+			io_uring_prep_sendmsg(sqe, socks[done + batch], &mh,
+					      MSG_NOSIGNAL | MSG_DONTWAIT);
+			io_uring_sqe_set_data64(sqe, done + batch);
+			batch++;
+		}
+		if (!batch)
+			return -EBUSY;
+		do {
+			ret = io_uring_submit_and_wait(&u->ring, batch);
+		} while (ret == -EINTR);
+		if (ret < 0)
+			return ret;
+		while (reaped < batch) {
+			ret = io_uring_wait_cqe(&u->ring, &cqe);
+			if (ret == -EINTR)
+				continue;
+			if (ret < 0)
+				return ret;
+			res[io_uring_cqe_get_data64(cqe)] =
+				cqe->res < 0 ? cqe->res : 0;
+			io_uring_cqe_seen(&u->ring, cqe);
+			reaped++;
+		}
+		done += batch;
+	}
+	return 0;
+}
+
+bool shmfd__sock_hung_up(int sock)
+{
+	struct pollfd p = { .fd = sock, .events = POLLRDHUP };
+
+	if (sock < 0)
+		return false;
+	return poll(&p, 1, 0) > 0 &&
+	       (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 bool shmfd__fd_ready(int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
@@ -194,7 +284,7 @@ static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
 			return ret;
 		if (shmfd__peer_gone(pidfd, pid))
 			mask |= SHMFD_WAKE_PEER_DEAD;
-		if (shmfd__fd_ready(sock))
+		if (shmfd__sock_hung_up(sock))
 			mask |= SHMFD_WAKE_HANGUP;
 		if (mask)
 			return (int)mask;

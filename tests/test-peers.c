@@ -2,19 +2,24 @@
 /*
  * Peers that break the protocol (DESIGN §4.2, §4.3 for the ring): a fake
  * producer that hands out a ring memfd without seals, of the wrong size,
- * or not a memfd at all; a fake reader whose page is unsealed or short.
- * The victim refuses with -EPROTO, keeps no fd, and -- for the producer --
- * keeps serving a well-behaved reader.  The fakes speak the handshake of
- * lib/layout.h by hand.
+ * or not a memfd at all, or a blob fd that is unsealed, short, long,
+ * missing one of its seals or a pipe; a fake reader whose page is unsealed
+ * or short.  The victim refuses with -EPROTO, keeps no fd, and goes on:
+ * the producer serves a well-behaved reader, the reader takes the next
+ * messages.  The fakes speak the handshake and ring of lib/layout.h by
+ * hand.
  */
 #define _GNU_SOURCE
 #include "config.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -135,22 +140,13 @@ static int fake_ring(enum bad_ring how, int *extra)
 	}
 }
 
-static int fake_producer(int ctl, void *arg)
+/* Listen on NAME, say so on ctl, accept one reader and take its hello:
+ * the connection the welcome and everything after it go on. */
+static int fake_accept(int ctl)
 {
-	enum bad_ring how = (enum bad_ring)(intptr_t)arg;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct shmfd__welcome w = {
-		.type = SHMFD_MSG_WELCOME,
-		.version = SHMFD_PROTO_VERSION,
-		.ring_size = how == RING_BAD_SIZE ? RING + 4096 : RING,
-		.max_inline = RING / 4,
-		.start_pos = 0,
-		.start_seq = 1,
-		.join_head = 0,
-		.producer_pid = getpid(),
-	};
 	char buf[64];
-	int lfd, conn, ring, extra;
+	int lfd, conn;
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", th_dir(), NAME);
 	lfd = (int)expect_sys(socket(AF_UNIX, SOCK_SEQPACKET, 0));
@@ -159,7 +155,35 @@ static int fake_producer(int ctl, void *arg)
 	th_put(ctl, 1);
 	conn = (int)expect_sys(accept(lfd, NULL, NULL));
 	expect_sys(recv(conn, buf, sizeof(buf), 0));	/* the hello */
-	w.producer_pid = getpid();
+	close(lfd);
+	return conn;
+}
+
+static struct shmfd__welcome fake_welcome(void)
+{
+	struct shmfd__welcome w = {
+		.type = SHMFD_MSG_WELCOME,
+		.version = SHMFD_PROTO_VERSION,
+		.ring_size = RING,
+		.max_inline = RING / 4,
+		.start_pos = 0,
+		.start_seq = 1,
+		.join_head = 0,
+		.producer_pid = getpid(),
+	};
+
+	return w;
+}
+
+static int fake_producer(int ctl, void *arg)
+{
+	enum bad_ring how = (enum bad_ring)(intptr_t)arg;
+	struct shmfd__welcome w = fake_welcome();
+	int conn, ring, extra;
+
+	if (how == RING_BAD_SIZE)
+		w.ring_size = RING + 4096;
+	conn = fake_accept(ctl);
 	if (how == RING_NO_FD || how == RING_BAD_SIZE) {
 		send_with_fds(conn, &w, sizeof(w), NULL, 0);
 	} else {
@@ -184,6 +208,284 @@ START_TEST(test_bad_producer)
 	/* The memfd it was handed is not kept either. */
 	ck_assert_int_eq(th_fd_count(), before);
 	ck_assert_int_eq(th_fds_matching("memfd:"), 0);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
+/* ---- a fake producer that sends blobs ---- */
+
+enum bad_blob {
+	BLOB_UNSEALED,		/* a memfd of the right size, no seals */
+	BLOB_SHORT,		/* sealed, shorter than the record says */
+	BLOB_LONG,		/* sealed, longer than the record says */
+	BLOB_FUTURE_WRITE,	/* FUTURE_WRITE, not WRITE: its maker writes */
+	BLOB_NO_WRITE,		/* SHRINK|GROW|SEAL: anyone writes */
+	BLOB_NO_SHRINK,		/* WRITE|GROW|SEAL: SIGBUS trap */
+	BLOB_NO_SEAL,		/* WRITE|SHRINK|GROW: seals could be added */
+	BLOB_PIPE,		/* not a memfd */
+	BLOB_CASES,
+	BLOB_GOOD = BLOB_CASES,	/* proves the fake is otherwise right */
+	BLOB_NO_FD,		/* a record whose fd never came: lost */
+	BLOB_ALL,
+};
+
+#define BLOB_SIZE	(3 * 4096 + 100)
+#define BLOB_SEALS	(F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | \
+			 F_SEAL_SEAL)
+#define INLINE_LEN	100
+
+/* A ring the fake keeps mapped writable, sealed like the real one. */
+struct fake_ring {
+	int fd;
+	struct shmfd__ring_hdr *hdr;
+	uint8_t *data;
+	uint64_t head;
+};
+
+static void fake_ring_rw(struct fake_ring *fr)
+{
+	const size_t size = SHMFD_HDR_SIZE + RING;
+	void *p;
+
+	fr->fd = (int)expect_sys(memfd_create("fake-ring", MFD_CLOEXEC |
+					      MFD_ALLOW_SEALING));
+	expect_sys(ftruncate(fr->fd, (off_t)size));
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fr->fd, 0);
+	expect(p != MAP_FAILED, "mmap: %s", strerror(errno));
+	fr->hdr = p;
+	fr->data = (uint8_t *)p + SHMFD_HDR_SIZE;
+	fr->head = 0;
+	fr->hdr->magic = SHMFD_RING_MAGIC;
+	fr->hdr->version = SHMFD_PROTO_VERSION;
+	fr->hdr->hdr_size = SHMFD_HDR_SIZE;
+	fr->hdr->ring_size = RING;
+	fr->hdr->max_inline = RING / 4;
+	fr->hdr->producer_pid = getpid();
+	/* FUTURE_WRITE: our mapping keeps working, nobody else writes. */
+	expect_sys(fcntl(fr->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+			 F_SEAL_FUTURE_WRITE | F_SEAL_SEAL));
+}
+
+/* Publish one record (ring.c (1)) and wake a reader that sleeps. */
+static void fake_publish(struct fake_ring *fr, uint32_t type, uint64_t seq,
+			 const void *payload, uint32_t len)
+{
+	struct shmfd__rec *rec = (void *)(fr->data + (fr->head & (RING - 1)));
+	uint64_t end = fr->head + ((sizeof(*rec) + len + SHMFD_REC_ALIGN - 1) &
+				   ~(uint64_t)(SHMFD_REC_ALIGN - 1));
+
+	expect(end <= RING, "the fake ring does not wrap");
+	memcpy(rec + 1, payload, len);
+	rec->len = len;
+	rec->type = type;
+	rec->seq = seq;
+	__atomic_store_n(&fr->hdr->commit_gen, fr->hdr->commit_gen + 1,
+			 __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&fr->hdr->latest, fr->head, __ATOMIC_RELAXED);
+	__atomic_store_n(&fr->hdr->seq, seq, __ATOMIC_RELAXED);
+	if (type == SHMFD_REC_BLOB)
+		__atomic_store_n(&fr->hdr->blob_id,
+				 ((const struct shmfd__blob_desc *)payload)->id,
+				 __ATOMIC_RELAXED);
+	fr->head = end;
+	__atomic_store_n(&fr->hdr->head, end, __ATOMIC_RELEASE);
+	__atomic_store_n(&fr->hdr->commit_gen, fr->hdr->commit_gen + 1,
+			 __ATOMIC_RELEASE);
+	__atomic_fetch_add(&fr->hdr->futex, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &fr->hdr->futex, FUTEX_WAKE, INT_MAX, NULL, NULL,
+		0);
+}
+
+static void fake_inline(struct fake_ring *fr, uint64_t seq)
+{
+	char buf[INLINE_LEN];
+
+	th_fill(buf, sizeof(buf), seq);
+	fake_publish(fr, SHMFD_REC_MSG, seq, buf, sizeof(buf));
+}
+
+/* A memfd named name of size bytes holding th_fill(seq), then sealed. */
+static int blob_memfd(const char *name, size_t size, uint64_t seq, int seals)
+{
+	int fd = (int)expect_sys(memfd_create(name, MFD_CLOEXEC |
+					      MFD_ALLOW_SEALING));
+	char *buf = malloc(size);
+
+	expect(buf, "malloc");
+	th_fill(buf, size, seq);
+	expect_sys(ftruncate(fd, (off_t)size));
+	expect(pwrite(fd, buf, size, 0) == (ssize_t)size, "pwrite: %s",
+	       strerror(errno));
+	free(buf);
+	if (seals)
+		expect_sys(fcntl(fd, F_ADD_SEALS, seals));
+	return fd;
+}
+
+/* The fd of blob seq as case how makes it (-1: none); *extra is another
+ * fd to close after sending (a pipe's write end). */
+static int fake_blob_fd(enum bad_blob how, uint64_t seq, int *extra)
+{
+	const char *bad = "fake-blob-bad";
+	int p[2];
+
+	*extra = -1;
+	switch (how) {
+	case BLOB_UNSEALED:
+		return blob_memfd(bad, BLOB_SIZE, seq, 0);
+	case BLOB_SHORT:
+		return blob_memfd(bad, BLOB_SIZE - 4096, seq, BLOB_SEALS);
+	case BLOB_LONG:
+		return blob_memfd(bad, BLOB_SIZE + 4096, seq, BLOB_SEALS);
+	case BLOB_FUTURE_WRITE:
+		return blob_memfd(bad, BLOB_SIZE, seq, F_SEAL_SHRINK |
+				  F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+				  F_SEAL_SEAL);
+	case BLOB_NO_WRITE:
+		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
+				  ~F_SEAL_WRITE);
+	case BLOB_NO_SHRINK:
+		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
+				  ~F_SEAL_SHRINK);
+	case BLOB_NO_SEAL:
+		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
+				  ~F_SEAL_SEAL);
+	case BLOB_PIPE:
+		expect_sys(pipe2(p, O_CLOEXEC));
+		*extra = p[1];
+		return p[0];
+	case BLOB_NO_FD:
+		return -1;
+	default:
+		return blob_memfd("fake-blob-good", BLOB_SIZE, seq, BLOB_SEALS);
+	}
+}
+
+/* Blob seq with this id: its fd on the reader's socket, then its record,
+ * as layout.h says. */
+static void fake_blob(struct fake_ring *fr, int conn, enum bad_blob how,
+		      uint64_t id, uint64_t seq)
+{
+	struct shmfd__blob_fd m = {
+		.type = SHMFD_MSG_BLOB_FD,
+		.id = id,
+		.seq = seq,
+		.size = BLOB_SIZE,
+	};
+	struct shmfd__blob_desc d = { .id = id, .size = BLOB_SIZE };
+	int extra, fd = fake_blob_fd(how, seq, &extra);
+
+	if (fd >= 0) {
+		send_with_fds(conn, &m, sizeof(m), &fd, 1);
+		close(fd);
+	}
+	if (extra >= 0)
+		close(extra);
+	fake_publish(fr, SHMFD_REC_BLOB, seq, &d, sizeof(d));
+}
+
+/*
+ * Seq 1: blob 1 with the defect under test; 2: inline; 3: blob 2, good;
+ * 4: inline.
+ */
+static int fake_blob_producer(int ctl, void *arg)
+{
+	enum bad_blob how = (enum bad_blob)(intptr_t)arg;
+	struct shmfd__welcome w = fake_welcome();
+	struct fake_ring fr;
+	int conn;
+
+	fake_ring_rw(&fr);
+	conn = fake_accept(ctl);
+	send_with_fds(conn, &w, sizeof(w), &fr.fd, 1);
+	th_get(ctl);				/* the reader joined */
+	fake_blob(&fr, conn, how, 1, 1);
+	fake_inline(&fr, 2);
+	fake_blob(&fr, conn, BLOB_GOOD, 2, 3);
+	fake_inline(&fr, 4);
+	th_put(ctl, 2);
+	/* Stay until the reader has read it all. */
+	th_get(ctl);
+	return 0;
+}
+
+static void expect_msg(struct shmfd_reader *r, uint64_t seq, bool blob)
+{
+	struct shmfd_msg m;
+
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	ck_assert_msg(m.seq == seq && m.len == (blob ? BLOB_SIZE : INLINE_LEN)
+		      && m.flags == (blob ? SHMFD_MSG_BLOB : 0u) &&
+		      (blob ? m.fd >= 0 : m.fd == -1),
+		      "got seq %llu len %zu flags %#x fd %d, expected seq %llu"
+		      " %s", (unsigned long long)m.seq, m.len, m.flags, m.fd,
+		      (unsigned long long)seq, blob ? "blob" : "inline");
+	ck_assert_msg(th_check(m.data, m.len, seq) < 0, "message %llu corrupt",
+		      (unsigned long long)seq);
+	if (blob) {
+		int seals = fcntl(m.fd, F_GET_SEALS);
+
+		ck_assert_msg(seals >= 0 && (seals & BLOB_SEALS) == BLOB_SEALS,
+			      "blob fd seals %#x", seals);
+	}
+	expect_eq(shmfd_msg_release(r, &m), 0);
+}
+
+START_TEST(test_bad_blob)
+{
+	enum bad_blob how = (enum bad_blob)_i;
+	struct th_child c = th_spawn(fake_blob_producer, (void *)(intptr_t)_i,
+				     0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+	int before, joined, pipes;
+
+	th_get(c.sock);
+	before = th_fd_count();
+	pipes = th_fds_matching("pipe:");
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	joined = th_fd_count();
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 2);		/* all published */
+
+	if (how == BLOB_GOOD) {
+		expect_msg(r, 1, true);
+		expect_msg(r, 2, false);
+	} else if (how == BLOB_NO_FD) {
+		/* Its fd never came: the blob is lost, not an error. */
+		expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+		expect_eq(m.seq, 2);
+		expect_eq(m.lost, 1);
+		ck_assert_msg(th_check(m.data, m.len, 2) < 0, "corrupt");
+		expect_eq(shmfd_msg_release(r, &m), 0);
+	} else {
+		expect_err(shmfd_recv(r, &m, 0, DEADLINE_MS), EPROTO);
+		/* The bad fd is closed at once. */
+		ck_assert_int_eq(th_fds_matching("fake-blob-bad"), 0);
+		ck_assert_int_eq(th_fds_matching("pipe:"), pipes);
+		/* The reader goes on with the next message.  Whether the
+		 * refused blob counts in lost is not for this test. */
+		expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+		ck_assert_msg(m.seq == 2 && m.lost <= 1 && m.fd == -1 &&
+			      m.len == INLINE_LEN &&
+			      th_check(m.data, m.len, 2) < 0,
+			      "after -EPROTO: seq %llu lost %llu len %zu fd %d",
+			      (unsigned long long)m.seq,
+			      (unsigned long long)m.lost, m.len, m.fd);
+		expect_eq(shmfd_msg_release(r, &m), 0);
+	}
+	/* A good blob and an inline message after it, as usual. */
+	expect_msg(r, 3, true);
+	expect_msg(r, 4, false);
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	/* No fd of any blob stays. */
+	ck_assert_int_eq(th_fds_matching("memfd:"), 0);
+	ck_assert_int_eq(th_fd_count(), joined);
+	shmfd_reader_close(r);
+	ck_assert_int_eq(th_fd_count(), before);
 	th_put(c.sock, 0);
 	expect_exit(c.pid, 0);
 	close(c.sock);
@@ -347,6 +649,9 @@ int main(void)
 
 	tcase_add_loop_test(tc, test_bad_producer, 0, RING_CASES);
 	tcase_add_test(tc, test_good_fake_producer);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("bad blob");
+	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_ALL);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");
 	tcase_add_loop_test(tc, test_bad_reader, 0, PAGE_CASES);
