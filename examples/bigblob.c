@@ -12,6 +12,12 @@
  * has already faulted in.  Filling the blob is the producer building its
  * message, the same work for both, and is shown apart.
  *
+ * Blobs of 2 MiB or more ask for huge pages.  Whether they get them is
+ * the system's choice (/sys/kernel/mm/transparent_hugepage/shmem_enabled,
+ * printed first): with 4 KiB pages, a gigabyte is 262,144 page-table
+ * entries that the producer's munmap and the seal must walk before the
+ * reader may see it, and that dominates the handoff.
+ *
  *   bigblob [-s MIB] [-n ROUNDS]
  */
 #define _GNU_SOURCE
@@ -103,6 +109,46 @@ static int touch(const uint8_t *p, size_t size)
 		bad |= v != i;
 	}
 	return bad;
+}
+
+/* The [selected] word of a sysfs setting into out; "?" if unreadable. */
+static void setting(const char *path, char *out, size_t size)
+{
+	char buf[256], *a, *b;
+	FILE *f = fopen(path, "re");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	a = strchr(buf, '[');
+	b = a ? strchr(a, ']') : NULL;
+	snprintf(out, size, "%.*s", a && b ? (int)(b - a - 1) : 1,
+		 a && b ? a + 1 : "?");
+}
+
+/* One line on whether a blob can have huge pages here, and how to allow
+ * it where it cannot: "advise" gives them only to memory that asks. */
+static void huge_pages_line(void)
+{
+	const char *dir = "/sys/kernel/mm/transparent_hugepage";
+	char path[128], top[32], pmd[32];
+
+	snprintf(path, sizeof(path), "%s/shmem_enabled", dir);
+	setting(path, top, sizeof(top));
+	snprintf(path, sizeof(path), "%s/hugepages-2048kB/shmem_enabled", dir);
+	setting(path, pmd, sizeof(pmd));
+	if (strcmp(pmd, "?") && strcmp(pmd, "inherit"))
+		snprintf(top, sizeof(top), "%s", pmd);
+	if (!strcmp(top, "never") || !strcmp(top, "deny") ||
+	    !strcmp(top, "?")) {
+		printf("huge pages for blobs: off (shmem_enabled [%s]); to "
+		       "allow them on request, as root:\n  echo advise > "
+		       "%s/shmem_enabled\n", top, dir);
+	} else {
+		printf("huge pages for blobs: on request (shmem_enabled "
+		       "[%s])\n", top);
+	}
 }
 
 static void pin(int cpu)
@@ -258,6 +304,7 @@ int main(int argc, char **argv)
 		printf(", producer on CPU %d, reader on CPU %d", cpus[0],
 		       cpus[1]);
 	printf("\n");
+	huge_pages_line();
 	fflush(stdout);
 
 	for (int i = 0; i < rounds; i++) {

@@ -470,6 +470,174 @@ START_TEST(test_larger_than_ring)
 }
 END_TEST
 
+/* ---- huge pages ---- */
+
+#define HUGE_BLOB	(8 * MiB)
+
+/*
+ * The smaps entry of the mapping that holds addr: the value of field (in
+ * kB, e.g. "ShmemPmdMapped:"), and whether VmFlags holds flag.  Read with
+ * read(2), like read_maps().
+ */
+static long smaps_at(const void *addr, const char *field, const char *flag,
+		     bool *has_flag)
+{
+	static char buf[4 << 20];
+	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+	char *cur, *end, *line, *v;
+	size_t len = 0;
+	ssize_t n;
+	long val = -1;
+
+	expect(fd >= 0, "open /proc/self/smaps: %s", strerror(errno));
+	while (len < sizeof(buf) - 1 &&
+	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	buf[len] = '\0';
+	/* Find the entry's header line, then read up to the next one. */
+	for (cur = buf; *cur; cur = strchr(cur, '\n') ? strchr(cur, '\n') + 1 :
+							 cur + strlen(cur)) {
+		unsigned long a, b;
+
+		if (sscanf(cur, "%lx-%lx ", &a, &b) == 2 &&
+		    a <= (uintptr_t)addr && (uintptr_t)addr < b)
+			break;
+	}
+	expect(*cur, "no smaps entry holds %p", addr);
+	end = strchr(cur, '\n');
+	*has_flag = false;
+	for (line = end ? end + 1 : cur + strlen(cur); *line; line = end + 1) {
+		unsigned long a, b;
+
+		end = strchr(line, '\n');
+		if (!end || sscanf(line, "%lx-%lx ", &a, &b) == 2)
+			break;
+		*end = '\0';
+		if (!strncmp(line, field, strlen(field)))
+			val = strtol(line + strlen(field), NULL, 10);
+		if (!strncmp(line, "VmFlags:", 8))
+			for (v = strtok(line + 8, " "); v; v = strtok(NULL, " "))
+				*has_flag |= !strcmp(v, flag);
+	}
+	expect(val >= 0, "smaps entry of %p has no %s", addr, field);
+	return val;
+}
+
+/* The [selected] word of a sysfs THP setting, or "" if unreadable. */
+static const char *thp_setting(const char *path, char *out, size_t size)
+{
+	char buf[256], *a, *b;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	out[0] = '\0';
+	if (n <= 0)
+		return out;
+	buf[n] = '\0';
+	a = strchr(buf, '[');
+	b = a ? strchr(a, ']') : NULL;
+	if (a && b && (size_t)(b - a) < size) {
+		memcpy(out, a + 1, (size_t)(b - a - 1));
+		out[b - a - 1] = '\0';
+	}
+	return out;
+}
+
+/* Whether shared memory that asks (MADV_HUGEPAGE) gets PMD-sized pages. */
+static bool shmem_thp_on(char *why, size_t size)
+{
+	static const char *const on[] = { "always", "within_size", "advise",
+					  "force" };
+	char top[32], pmd[32];
+
+	thp_setting("/sys/kernel/mm/transparent_hugepage/shmem_enabled", top,
+		    sizeof(top));
+	thp_setting("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/"
+		    "shmem_enabled", pmd, sizeof(pmd));
+	snprintf(why, size, "shmem_enabled [%s], 2048kB [%s]", top,
+		 pmd[0] ? pmd : "absent");
+	if (pmd[0] && strcmp(pmd, "inherit"))
+		strcpy(top, pmd);
+	if (!strcmp(top, "never") || !strcmp(top, "deny") || !top[0])
+		return false;
+	for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++)
+		if (!strcmp(top, on[i]))
+			return true;
+	return false;
+}
+
+static int reader_huge_pages(int sock, void *arg)
+{
+	struct rd *a = arg;
+	struct shmfd_reader *r = th_join(a->share_fd, 0);
+	struct shmfd_msg m;
+	bool hg;
+	long pmd;
+
+	th_put(sock, 1);
+	recv_msg(r, &m, 0, DEADLINE_MS, 1, 0, HUGE_BLOB, true);
+	/* Reads every page: the huge pages map whole. */
+	expect(th_check(m.data, m.len, 1) < 0, "blob 1 corrupt");
+	pmd = smaps_at(m.data, "ShmemPmdMapped:", "hg", &hg);
+	if (a->mode)
+		expect(pmd > 0, "the reader maps the huge blob with 4 KiB "
+		       "pages only (ShmemPmdMapped %ld kB)", pmd);
+	release(r, &m);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+/*
+ * A blob of 2 MiB or more asks for huge pages (VmFlags "hg" on its
+ * mapping) wherever the kernel has them.  Where shmem huge pages are
+ * allowed on request, the producer's and the reader's mappings then
+ * really are PMD-mapped.
+ */
+START_TEST(test_huge_pages)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	struct rd a = { .share_fd = expect_ok(shmfd_chan_share_fd(chan)) };
+	struct shmfd_blob *b, *small;
+	struct th_child c;
+	char why[96];
+	bool hg;
+	long pmd;
+	void *p;
+
+	a.mode = shmem_thp_on(why, sizeof(why));
+	if (!a.mode)
+		printf("huge pages: %s: checks only that blobs ask for them\n",
+		       why);
+	c = th_spawn(reader_huge_pages, &a, 0);
+	expect_ok(shmfd_blob_create(&b, HUGE_BLOB));
+	p = shmfd_blob_data(b);
+	smaps_at(p, "ShmemPmdMapped:", "hg", &hg);
+	/* A kernel built without THP has no advice to take. */
+	expect(hg || access("/sys/kernel/mm/transparent_hugepage", F_OK) < 0,
+	       "a %d-byte blob's mapping lacks MADV_HUGEPAGE", HUGE_BLOB);
+	th_fill(p, HUGE_BLOB, 1);
+	pmd = smaps_at(p, "ShmemPmdMapped:", "hg", &hg);
+	if (a.mode)
+		expect(pmd > 0, "%s, yet the filled blob has no huge page "
+		       "(ShmemPmdMapped %ld kB)", why, pmd);
+	/* Below a huge page, asking would only waste the advice. */
+	expect_ok(shmfd_blob_create(&small, 64 * 1024));
+	smaps_at(shmfd_blob_data(small), "ShmemPmdMapped:", "hg", &hg);
+	expect(!hg, "a 64 KiB blob asks for huge pages");
+	shmfd_blob_free(small);
+
+	th_get(c.sock);
+	expect_ok(shmfd_send_blob(chan, b, DEADLINE_MS));
+	shmfd_chan_close(chan);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	close(a.share_fd);
+}
+END_TEST
+
 /* ---- shmfd_send above max_inline ---- */
 
 static const struct {
@@ -1618,6 +1786,7 @@ static Suite *blob_suite(void)
 			    (int)(sizeof(auto_cases) / sizeof(auto_cases[0])));
 	tcase_add_loop_test(tc, test_interleaved, 0, 2);
 	tcase_add_test(tc, test_forward_fd);
+	tcase_add_test(tc, test_huge_pages);
 	suite_add_tcase(s, tc);
 
 	tc = th_tcase("sealed");
