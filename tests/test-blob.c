@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1643,12 +1644,52 @@ START_TEST(test_from_oldest_skips_blobs)
 END_TEST
 
 /* SHMFD_RECV_LATEST past blobs: they are lost, their fds closed. */
+/* The one socket among the fds opened since s, other than a copy of the
+ * share fd: a reader's own socket. */
+static int new_socket(const struct th_fds *s, int share_fd)
+{
+	struct th_fds now;
+	struct stat st, share;
+	int found = -1, count = 0;
+
+	expect(fstat(share_fd, &share) == 0, "fstat share fd: %s",
+	       strerror(errno));
+	th_fd_snapshot(&now);
+	for (int fd = 0; fd < TH_MAX_FDS; fd++)
+		if (now.open[fd] && !s->open[fd] && fstat(fd, &st) == 0 &&
+		    S_ISSOCK(st.st_mode) && st.st_ino != share.st_ino) {
+			found = fd;
+			count++;
+		}
+	expect(count == 1, "%d new sockets, expected the reader's alone",
+	       count);
+	return found;
+}
+
+/* Nothing left queued on the reader's socket: no blob fd in flight. */
+static void expect_sock_empty(int fd)
+{
+	char byte;
+
+	errno = 0;
+	expect(recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+	       (errno == EAGAIN || errno == EWOULDBLOCK),
+	       "a skipped blob's fd is still queued on the reader's socket "
+	       "(%s)", errno ? strerror(errno) : "data");
+}
+
 static int reader_latest(int sock, void *arg)
 {
 	struct rd *a = arg;
-	struct shmfd_reader *r = th_join(a->share_fd, 0);
-	int fds = th_fd_count();
+	struct th_fds before;
+	struct shmfd_reader *r;
 	struct shmfd_msg m;
+	int fds, rsock;
+
+	th_fd_snapshot(&before);
+	r = th_join(a->share_fd, 0);
+	fds = th_fd_count();
+	rsock = new_socket(&before, a->share_fd);
 
 	th_put(sock, 1);
 	th_get(sock);			/* seq 1..4 sent */
@@ -1659,6 +1700,9 @@ static int reader_latest(int sock, void *arg)
 	th_put(sock, 2);
 	th_get(sock);			/* seq 5..7 sent */
 	recv_msg(r, &m, SHMFD_RECV_LATEST, 0, 7, 2, 100, false);
+	/* Blobs 5 and 6 were passed over for an inline message: their fds,
+	 * which would pin 64 KiB until the next blob, are closed. */
+	expect_sock_empty(rsock);
 	release(r, &m);
 	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
 	expect_eq(th_fd_count(), fds);
