@@ -108,6 +108,27 @@ SHMFD_API int shmfd_reader_set_spin(struct shmfd_reader *reader,
 /* Leave the channel; releases every held message. */
 SHMFD_API void shmfd_reader_close(struct shmfd_reader *reader);
 
+/* Observers: a named channel's figures, without joining it */
+
+struct shmfd_stat {		/* filled by shmfd_chan_stat */
+	pid_t    producer_pid;
+	uint32_t flags;		/* SHMFD_LOSSY */
+	uint64_t ring_size;
+	uint64_t max_inline;
+	uint32_t max_readers;
+	uint32_t readers;	/* joined now */
+	uint64_t published;	/* messages published: the last seq */
+	uint64_t lost;		/* msg.lost summed over readers, gone ones too */
+	uint64_t joins;		/* readers that ever joined */
+	uint64_t reserved[4];
+};
+
+/* Ask the producer of a named channel for its figures. */
+SHMFD_API int shmfd_chan_stat(const char *name, struct shmfd_stat *st,
+			      int timeout_ms);
+/* The directory of this process's named channels; returns its length. */
+SHMFD_API int shmfd_dir(char *buf, size_t size);
+
 /* The library's version string, "MAJOR.MINOR.PATCH". */
 SHMFD_API const char *shmfd_version(void);
 

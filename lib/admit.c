@@ -66,7 +66,13 @@ static bool try_reclaim(struct shmfd_chan *c, uint32_t i)
 
 	if (LOAD_RELAXED(&s->state) != SLOT_DEAD)
 		return false;
-	FENCE_FULL();
+	/* ring.c (5), (7): the sender may read slots without a fence. */
+	if (c->asym) {
+		if (shmfd__membarrier() < 0)
+			return false;	/* later, then */
+	} else {
+		FENCE_FULL();
+	}
 	if (LOAD_ACQUIRE(&c->epoch) & 1)
 		return false;
 	if (LOAD_ACQUIRE(&c->wait_slot) == i + 1)
@@ -102,6 +108,11 @@ static void drop(struct shmfd_chan *c, uint32_t i)
 		return;
 	__atomic_store_n(&s->state, SLOT_DEAD, __ATOMIC_SEQ_CST);
 	__atomic_fetch_sub(&c->nreaders, 1, __ATOMIC_RELAXED);
+	if (s->fenced) {
+		s->fenced = false;
+		__atomic_fetch_sub(&c->nfenced, 1, __ATOMIC_RELAXED);
+	}
+	c->lost_gone += LOAD_RELAXED(&s->page->lost);
 	c->ndead++;
 	/* The socket stays open until the slot is reclaimed: a sender
 	 * inside the slots bracket may be passing it a blob's fd. */
@@ -266,6 +277,14 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	 * reader starting at head receives every message whose send starts
 	 * after this point.  Tails only grow: a later point replaces the
 	 * provisional one, an earlier one (FROM_OLDEST past a PAD) does not. */
+	if (idx >= LOAD_RELAXED(&c->slot_hi))
+		STORE_RELEASE(&c->slot_hi, idx + 1);	/* ring.c (5) */
+	/* ring.c (7): counted before the barrier below. */
+	s->fenced = false;
+	if (flags & SHMFD_HELLO_FENCED) {
+		s->fenced = true;
+		__atomic_fetch_add(&c->nfenced, 1, __ATOMIC_RELAXED);
+	}
 	__atomic_store_n(&s->state, SLOT_LIVE, __ATOMIC_SEQ_CST);
 	FENCE_FULL();
 	join_point(c, flags & SHMFD_FROM_OLDEST, &start2, &seq2, &head2);
@@ -281,8 +300,18 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	__atomic_fetch_add(&c->nreaders, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&c->joins, 1, __ATOMIC_RELEASE);
 	close(page_fd);
+	/* ring.c (7): every publish from here on fences for this reader,
+	 * and it may sleep only once it has the welcome. */
+	if (s->fenced && c->asym) {
+		ret = shmfd__membarrier();
+		if (ret < 0) {
+			reply_error(c, sock, ret);
+			drop(c, idx);
+			return;
+		}
+	}
 
-	w.flags = c->lossy ? SHMFD_RING_LOSSY : 0;
+	w.flags = c->hdr->flags;	/* LOSSY, ASYM */
 	w.ring_size = c->size;
 	w.max_inline = c->max_inline;
 	w.start_pos = start;
@@ -341,9 +370,58 @@ static void pending_remove(struct shmfd_chan *c, int fd)
 	ep_del(c, fd);
 }
 
-/* A named connection spoke: its first message must be a hello. */
+/*
+ * The figures shmfd_chan_stat() shows, from what this thread owns (the
+ * slot table, the counters of joins and of dropped readers' losses) and
+ * from the shared header; the sender is not asked.  Consumes sock.
+ */
+static void answer_stats(struct shmfd_chan *c, int sock)
+{
+	struct shmfd__stats a = {
+		.type = SHMFD_MSG_STATS,
+		.version = SHMFD_PROTO_VERSION,
+	};
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	int ret;
+
+	ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
+	if (ret == 0 && !shmfd__mode_allows(c->mode, uid, gid))
+		ret = -EACCES;
+	if (ret < 0) {
+		a.status = ret;
+		goto out;
+	}
+	a.flags = c->lossy ? SHMFD_RING_LOSSY : 0;
+	a.ring_size = c->size;
+	a.max_inline = c->max_inline;
+	a.max_readers = c->nslots;
+	a.producer_pid = (int32_t)c->pid;
+	a.lost = c->lost_gone;
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct shmfd__slot *s = &c->slots[i];
+
+		if (LOAD_RELAXED(&s->state) != SLOT_LIVE)
+			continue;
+		a.readers++;
+		a.lost += LOAD_RELAXED(&s->page->lost);
+	}
+	a.published = LOAD_ACQUIRE(&c->hdr->seq);
+	a.joins = LOAD_RELAXED(&c->joins);
+out:
+	shmfd__sendmsg(&c->uring, sock, &a, sizeof(a), NULL, 0);
+	close(sock);
+}
+
+/* A named connection spoke: its first message must be a hello, or a
+ * request for the channel's figures. */
 static void on_pending(struct shmfd_chan *c, int fd)
 {
+	union {
+		struct shmfd__hello h;
+		struct shmfd__stat_req q;
+	} u;
 	struct shmfd__hello h;
 	unsigned int nfds = 0;
 	int fds[2];
@@ -352,7 +430,7 @@ static void on_pending(struct shmfd_chan *c, int fd)
 	/* An fd closed earlier in this batch may have been reused. */
 	if (!pending_has(c, fd))
 		return;
-	n = shmfd__recv_fds(fd, &h, sizeof(h), fds, &nfds, 1);
+	n = shmfd__recv_fds(fd, &u, sizeof(u), fds, &nfds, 1);
 	if (n == -EAGAIN)
 		return;
 	pending_remove(c, fd);
@@ -360,6 +438,13 @@ static void on_pending(struct shmfd_chan *c, int fd)
 		close(fd);
 		return;
 	}
+	if ((size_t)n == sizeof(u.q) && nfds == 0 &&
+	    u.q.type == SHMFD_MSG_STAT_REQ &&
+	    u.q.version == SHMFD_PROTO_VERSION) {
+		answer_stats(c, fd);
+		return;
+	}
+	memcpy(&h, &u.h, sizeof(h));
 	n = shmfd__check_hello(&h, (size_t)n, nfds);
 	if (n < 0 || nfds != 1) {
 		reply_error(c, fd, -EPROTO);

@@ -223,9 +223,10 @@ static int deliver(struct shmfd_chan *c, const struct shmfd__blob_fd *m,
 		   int fd, uint64_t deadline, bool first)
 {
 	unsigned int n = 0, waiting = 0;
+	uint32_t hi = LOAD_ACQUIRE(&c->slot_hi);	/* after a fence: (5) */
 	int ret;
 
-	for (uint32_t i = 0; i < c->nslots; i++) {
+	for (uint32_t i = 0; i < hi; i++) {
 		struct shmfd__slot *s = &c->slots[i];
 
 		if (LOAD_ACQUIRE(&s->state) != SLOT_LIVE ||

@@ -31,6 +31,9 @@
 #define STORE_RELAXED(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define STORE_RELEASE(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define FENCE_FULL()		__atomic_thread_fence(__ATOMIC_SEQ_CST)
+/* Program order for the compiler only: the other half of a membarrier(2)
+ * pair (ring.c (7)). */
+#define COMPILER_BARRIER()	__atomic_signal_fence(__ATOMIC_SEQ_CST)
 #define FENCE_ACQUIRE()		__atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define FENCE_RELEASE()		__atomic_thread_fence(__ATOMIC_RELEASE)
 
@@ -47,6 +50,14 @@ uint64_t shmfd__now_ns(void);
 /* -1 -> UINT64_MAX (never), 0 -> 0, else now + ms. */
 uint64_t shmfd__deadline(int timeout_ms);
 
+/* ---- barrier.c: membarrier(2), ring.c (7) ---- */
+/* This process is registered for GLOBAL_EXPEDITED barriers. */
+bool shmfd__membarrier_ready(void);
+/* A full barrier in every running thread of every registered process. */
+int shmfd__membarrier(void);
+/* now + 1 ms, or deadline if sooner (ring.c). */
+uint64_t shmfd__slice_end(uint64_t deadline);
+
 /* ---- memfd.c ---- */
 int shmfd__memfd_create(const char *name, size_t size, int *fdp);
 int shmfd__memfd_seal(int fd, int seals);
@@ -54,6 +65,7 @@ int shmfd__memfd_seal(int fd, int seals);
  * required and none in forbidden; -EPROTO otherwise. */
 int shmfd__memfd_verify(int fd, size_t size, int required, int forbidden);
 int shmfd__map(int fd, size_t size, int prot, void **addrp);
+int shmfd__map_flags(int fd, size_t size, int prot, int flags, void **addrp);
 
 /* ---- futex.c: shared (not private) futexes on 32-bit words ---- */
 int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns);
@@ -107,6 +119,8 @@ int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 		    unsigned int *nfds, unsigned int maxfds);
 int shmfd__check_hello(const struct shmfd__hello *h, size_t len,
 		       unsigned int nfds);
+/* A stats answer: 0, its -errno status, or -EPROTO if malformed. */
+int shmfd__check_stats(const struct shmfd__stats *a, size_t len);
 int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len);
 
 /* ---- rendezvous.c ---- */
@@ -137,6 +151,7 @@ struct shmfd__slot {
 	uint64_t woken;			/* sleep_pos already woken (sender) */
 	uint64_t blob_sent;		/* last blob id sent to it (sender) */
 	uint32_t gen;			/* joins so far (thread) */
+	bool fenced;			/* counted in chan.nfenced (thread) */
 	int sock;
 	int pidfd;
 };
@@ -156,8 +171,11 @@ struct shmfd_chan {
 	uint64_t resv_pos;		/* reserved record start, or UINT64_MAX */
 	uint64_t resv_len;
 	uint64_t epoch;			/* odd while the sender reads slots */
+	bool asym;			/* ring.c (7): no fence when publishing */
+	uint32_t nfenced;		/* LIVE readers without membarrier, atomic */
 	uint32_t wait_slot;		/* 1 + slot the sender sleeps on, or 0 */
 	uint32_t nslots;
+	uint32_t slot_hi;		/* 1 + highest slot ever LIVE (thread) */
 	struct shmfd__slot *slots;
 	uint32_t seen_joins;		/* joins when min_tail was computed */
 	uint64_t blob_id;		/* last blob id used */
@@ -188,6 +206,7 @@ struct shmfd_chan {
 	uint32_t ndead;
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
+	uint64_t lost_gone;		/* thread: page.lost of dropped readers */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;
 };
@@ -254,7 +273,9 @@ struct shmfd_reader {
 	uint64_t mask;
 	uint64_t max_inline;
 	bool lossy;
+	bool asym;			/* ring.c (7): membarrier, not fences */
 	uint64_t pos;			/* next record to read */
+	uint64_t head;			/* hdr.head as last loaded */
 	uint64_t next_seq;		/* 0: take the first seq as it comes */
 	uint64_t tail;			/* last tail published */
 	uint64_t last_want;		/* ring.want we already woke for */
@@ -284,6 +305,7 @@ struct shmfd_reader {
 	uint32_t fdq_count;
 	uint32_t fdq_cap;
 	uint64_t extra_lost;		/* blobs skipped since the last message */
+	uint64_t lost_total;		/* msg.lost so far: page.lost */
 	struct shmfd__uring uring;
 };
 

@@ -40,6 +40,11 @@
 
 /* shmfd__ring_hdr.flags */
 #define SHMFD_RING_LOSSY	(1u << 0)
+/* The producer has no fence between publishing and looking for sleepers
+ * (ring.c (7)): a reader must call membarrier(GLOBAL_EXPEDITED) between
+ * announcing a sleep and its last look at head -- unless it joined with
+ * SHMFD_HELLO_FENCED, which makes the producer fence for it. */
+#define SHMFD_RING_ASYM		(1u << 1)
 
 struct shmfd__ring_hdr {
 	/* Written once before the ring is sealed; readers validate. */
@@ -48,7 +53,7 @@ struct shmfd__ring_hdr {
 	uint32_t hdr_size;		/* SHMFD_HDR_SIZE: data starts here */
 	uint64_t ring_size;		/* data area bytes, power of two */
 	uint64_t max_inline;		/* largest record payload */
-	uint32_t flags;			/* SHMFD_RING_LOSSY */
+	uint32_t flags;			/* SHMFD_RING_LOSSY, _ASYM */
 	uint32_t max_readers;
 	int32_t  producer_pid;
 	uint32_t reserved0[5];
@@ -138,27 +143,44 @@ struct shmfd__reader_page {
 	/* Reader, around a sleep: 0, or the head value it waits for. */
 	uint64_t sleep_pos
 		__attribute__((aligned(SHMFD_CACHELINE)));
+
+	/* Reader, when a message it receives says some were skipped: the
+	 * total of msg.lost so far.  Only statistics read it (the producer's
+	 * admission thread, for shmfd_chan_stat()); nothing depends on it. */
+	uint64_t lost
+		__attribute__((aligned(SHMFD_CACHELINE)));
 };
 
 static_assert(offsetof(struct shmfd__reader_page, tail) == 64, "layout");
 static_assert(offsetof(struct shmfd__reader_page, wake) == 72, "layout");
 static_assert(offsetof(struct shmfd__reader_page, sleep_pos) == 128, "layout");
+static_assert(offsetof(struct shmfd__reader_page, lost) == 192, "layout");
 static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");
 
 /*
  * Handshake, over a SOCK_SEQPACKET Unix socket.  The reader sends a hello
  * with its page (and, through a share fd, the socket the producer should
  * answer on); the producer answers with a welcome and the ring memfd.
+ *
+ * On a named channel's socket, a stat request instead of the hello asks
+ * for the channel's figures without joining: the producer answers with
+ * one stats message, no fd, and closes the connection.
  */
 #define SHMFD_MSG_HELLO		1u
 #define SHMFD_MSG_WELCOME	2u
 #define SHMFD_MSG_BYE		3u
 #define SHMFD_MSG_BLOB_FD	4u	/* producer -> reader, one blob's fd */
+#define SHMFD_MSG_STAT_REQ	5u	/* observer -> producer, no fd */
+#define SHMFD_MSG_STATS		6u	/* producer -> observer, no fd */
+
+/* shmfd__hello.flags, beside SHMFD_FROM_OLDEST: this reader cannot use
+ * membarrier(2); it fences itself, and the producer must too (7). */
+#define SHMFD_HELLO_FENCED	(1u << 31)
 
 struct shmfd__hello {
 	uint32_t type;			/* SHMFD_MSG_HELLO */
 	uint32_t version;		/* SHMFD_PROTO_VERSION */
-	uint32_t flags;			/* SHMFD_FROM_OLDEST */
+	uint32_t flags;			/* SHMFD_FROM_OLDEST, _HELLO_FENCED */
 	uint32_t nfds;			/* 1 (page) or 2 (page, socket) */
 };
 
@@ -166,7 +188,7 @@ struct shmfd__welcome {
 	uint32_t type;			/* SHMFD_MSG_WELCOME */
 	uint32_t version;
 	int32_t  status;		/* 0, or -errno: then no fd follows */
-	uint32_t flags;			/* SHMFD_RING_LOSSY */
+	uint32_t flags;			/* SHMFD_RING_LOSSY, _ASYM */
 	uint64_t ring_size;
 	uint64_t max_inline;
 	uint64_t start_pos;		/* first position this reader reads */
@@ -190,7 +212,30 @@ struct shmfd__blob_fd {
 	uint64_t size;
 };
 
+struct shmfd__stat_req {
+	uint32_t type;			/* SHMFD_MSG_STAT_REQ */
+	uint32_t version;		/* SHMFD_PROTO_VERSION */
+};
+
+struct shmfd__stats {
+	uint32_t type;			/* SHMFD_MSG_STATS */
+	uint32_t version;
+	int32_t  status;		/* 0, or -errno: the rest is zero */
+	uint32_t flags;			/* SHMFD_RING_LOSSY */
+	uint64_t ring_size;
+	uint64_t max_inline;
+	uint32_t max_readers;
+	uint32_t readers;		/* joined now */
+	int32_t  producer_pid;
+	uint32_t reserved;
+	uint64_t published;		/* seq of the last published message */
+	uint64_t lost;			/* msg.lost summed over every reader */
+	uint64_t joins;			/* readers that ever joined */
+};
+
 static_assert(sizeof(struct shmfd__hello) == 16, "layout");
+static_assert(sizeof(struct shmfd__stat_req) == 8, "layout");
+static_assert(sizeof(struct shmfd__stats) == 72, "layout");
 static_assert(sizeof(struct shmfd__blob_fd) == 32, "layout");
 static_assert(sizeof(struct shmfd__welcome) == 64, "layout");
 

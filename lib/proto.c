@@ -81,7 +81,7 @@ int shmfd__check_hello(const struct shmfd__hello *h, size_t len,
 		return -EPROTO;
 	if (h->version != SHMFD_PROTO_VERSION)
 		return -EPROTO;
-	if (h->flags & ~(uint32_t)SHMFD_FROM_OLDEST)
+	if (h->flags & ~((uint32_t)SHMFD_FROM_OLDEST | SHMFD_HELLO_FENCED))
 		return -EPROTO;
 	if (h->nfds != nfds || nfds < 1 || nfds > 2)
 		return -EPROTO;
@@ -96,7 +96,7 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 		return -EPROTO;
 	if (w->status)
 		return 0;		/* an error answer carries nothing else */
-	if (w->flags & ~(uint32_t)SHMFD_RING_LOSSY)
+	if (w->flags & ~((uint32_t)SHMFD_RING_LOSSY | SHMFD_RING_ASYM))
 		return -EPROTO;
 	if (w->ring_size < SHMFD_MIN_RING || w->ring_size > SHMFD_MAX_RING ||
 	    (w->ring_size & (w->ring_size - 1)))
@@ -108,6 +108,23 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 	    w->join_head - w->start_pos > w->ring_size)
 		return -EPROTO;
 	if (w->producer_pid <= 0 || w->start_seq == 0)
+		return -EPROTO;
+	return 0;
+}
+
+int shmfd__check_stats(const struct shmfd__stats *a, size_t len)
+{
+	if (len != sizeof(*a) || a->type != SHMFD_MSG_STATS ||
+	    a->version != SHMFD_PROTO_VERSION)
+		return -EPROTO;
+	if (a->status)
+		return a->status < 0 && a->status >= -4095 ? a->status
+							   : -EPROTO;
+	if (a->flags & ~(uint32_t)SHMFD_RING_LOSSY)
+		return -EPROTO;
+	if (a->ring_size < SHMFD_MIN_RING || a->ring_size > SHMFD_MAX_RING ||
+	    (a->ring_size & (a->ring_size - 1)) ||
+	    a->max_inline > a->ring_size || a->readers > a->max_readers)
 		return -EPROTO;
 	return 0;
 }

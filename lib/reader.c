@@ -162,7 +162,8 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
 		return -EPROTO;
-	ret = shmfd__map(fd, r->map_size, PROT_READ, (void **)&hdr);
+	ret = shmfd__map_flags(fd, r->map_size, PROT_READ, MAP_POPULATE,
+			       (void **)&hdr);
 	if (ret < 0)
 		return ret;
 	r->hdr = hdr;
@@ -191,10 +192,13 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 		     int flags, int extra_fd)
 {
+	/* Without membarrier(2) we fence ourselves, and ask the producer to
+	 * fence for us (ring.c (7)). */
+	bool fenced = !shmfd__membarrier_ready();
 	struct shmfd__hello h = {
 		.type = SHMFD_MSG_HELLO,
 		.version = SHMFD_PROTO_VERSION,
-		.flags = (uint32_t)flags,
+		.flags = (uint32_t)flags | (fenced ? SHMFD_HELLO_FENCED : 0),
 	};
 	struct shmfd__welcome w;
 	int fds[2], page_fd, ring_fd = -1, ret;
@@ -226,6 +230,7 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 		return ret;
 	ret = map_ring(r, &w, ring_fd);
 	close(ring_fd);
+	r->asym = !fenced && (w.flags & SHMFD_RING_ASYM);
 	return ret;
 }
 
@@ -399,7 +404,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 {
 	struct shmfd__taken t;
 	uint64_t deadline = 0;
-	bool have_deadline = false, timed_out = false;
+	bool have_deadline = false, timed_out = false, sliced;
 	int ret;
 
 	if (!r || !msg || (flags & ~SHMFD_RECV_LATEST))
@@ -430,6 +435,10 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 			}
 			msg->lost += r->extra_lost;
 			r->extra_lost = 0;
+			if (msg->lost) {
+				r->lost_total += msg->lost;
+				STORE_RELAXED(&r->page->lost, r->lost_total);
+			}
 			return 0;
 		}
 		if (ret != -EAGAIN)
@@ -482,10 +491,16 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 				continue;
 		}
 
-		/* ring.c (3): announce, fence, re-check, sleep. */
+		/* ring.c (3): announce, fence, re-check, sleep; (7): the
+		 * fence is a membarrier, which also covers a producer that
+		 * publishes without one.  Should it fail, sleep in slices. */
 		v = LOAD_ACQUIRE(&r->hdr->futex);
 		STORE_RELAXED(&r->page->sleep_pos, r->pos + 1);
-		FENCE_FULL();
+		sliced = false;
+		if (r->asym)
+			sliced = shmfd__membarrier() < 0;
+		else
+			FENCE_FULL();
 		if (LOAD_ACQUIRE(&r->hdr->head) != r->pos ||
 		    LOAD_ACQUIRE(&r->hdr->closed)) {
 			STORE_RELAXED(&r->page->sleep_pos, 0);
@@ -494,7 +509,8 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		mask = shmfd__sleep(&r->uring, &r->hdr->futex, v,
 				    r->peer_dead ? -1 : r->pidfd,
 				    r->peer_dead ? 0 : r->peer_pid,
-				    r->hangup ? -1 : r->sock, deadline);
+				    r->hangup ? -1 : r->sock,
+				    sliced ? shmfd__slice_end(deadline) : deadline);
 		STORE_RELAXED(&r->page->sleep_pos, 0);
 		if (mask < 0)
 			return mask;

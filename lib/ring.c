@@ -57,10 +57,38 @@
  *     unmap; an even epoch read by the thread synchronizes with the
  *     sender's last release, after which it holds no page pointer except
  *     the one it sleeps on, which it names in chan.wait_slot first.
+ *     The sender scans slots below chan.slot_hi only: the thread raises
+ *     it (store-release) before it stores LIVE and fences, and the sender
+ *     loads it after its fence, so a LIVE the sender must see (this
+ *     Dekker pair, and (6)) lies below the slot_hi it sees.  slot_hi
+ *     never falls: slots are taken lowest first, so it stays small.
  *     After publishing a slot the thread store-releases chan.joins + 1;
  *     the sender load-acquires it on each reliable reserve and drops its
  *     cached minimum tail when it changed, so a reader that joined below
  *     that minimum (FROM_OLDEST) is honoured from its first reserve on.
+ *
+ * (7) Asymmetric fences (SHMFD_RING_ASYM, where membarrier(2) works).
+ *     The full fences of the hot paths -- the sender's in (3) and (5),
+ *     the reader's in (4) -- become compiler barriers, and the side that
+ *     is about to sleep or reclaim calls membarrier(GLOBAL_EXPEDITED)
+ *     instead of its own fence.  Every process that skips a fence is
+ *     registered, so that call runs a full barrier on its CPU at some
+ *     point B, or it is not running and the context switch was one.
+ *     For (3): the reader stores sleep_pos, calls membarrier, loads head;
+ *     the sender stores head, then loads the slots and sleep_pos.  If B
+ *     falls after the sender's loads, its head store came before B and
+ *     the reader's load sees it; if before, the reader's store, made
+ *     before the call, is what the sender's loads see.  (4) is the same
+ *     with the producer in wait_space calling membarrier after its want
+ *     store and fence, the reader storing its tail and loading want; (5)
+ *     with the thread calling it between storing DEAD and loading epoch.
+ *     A reader that cannot use membarrier joins FENCED: it keeps its own
+ *     fences, and the thread counts it in chan.nfenced before it stores
+ *     LIVE, then calls membarrier before it answers the reader.  A publish
+ *     that loaded nfenced == 0 did so after its head store; if that load
+ *     came before B, so did the head store, which the reader then sees;
+ *     after B, it sees nfenced > 0 and fences.  So the sender fences for
+ *     every publish a fenced reader could sleep through.
  *
  * Records never wrap.  When the rest of the data area is too short the
  * producer writes a PAD record up to its end; readers skip it.
@@ -89,7 +117,8 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 	ret = shmfd__memfd_create("shmfd-ring", c->map_size, &fd);
 	if (ret < 0)
 		return ret;
-	ret = shmfd__map(fd, c->map_size, PROT_READ | PROT_WRITE, &map);
+	ret = shmfd__map_flags(fd, c->map_size, PROT_READ | PROT_WRITE,
+			       MAP_POPULATE, &map);
 	if (ret < 0)
 		goto fail_fd;
 	/* A child forked from the producer must not inherit the one
@@ -104,7 +133,9 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 	hdr->hdr_size = SHMFD_HDR_SIZE;
 	hdr->ring_size = ring_size;
 	hdr->max_inline = max_inline;
-	hdr->flags = lossy ? SHMFD_RING_LOSSY : 0;
+	c->asym = shmfd__membarrier_ready();
+	hdr->flags = (lossy ? SHMFD_RING_LOSSY : 0) |
+		     (c->asym ? SHMFD_RING_ASYM : 0);
 	hdr->max_readers = max_readers;
 	hdr->producer_pid = (int32_t)getpid();
 
@@ -178,9 +209,10 @@ static uint64_t slot_tail(const struct shmfd_chan *c,
 static uint64_t scan_min_tail(struct shmfd_chan *c, uint32_t *slowest)
 {
 	uint64_t min = c->head;
+	uint32_t hi = LOAD_ACQUIRE(&c->slot_hi);
 
 	*slowest = UINT32_MAX;
-	for (uint32_t i = 0; i < c->nslots; i++) {
+	for (uint32_t i = 0; i < hi; i++) {
 		struct shmfd__slot *s = &c->slots[i];
 		uint64_t t;
 
@@ -193,6 +225,15 @@ static uint64_t scan_min_tail(struct shmfd_chan *c, uint32_t *slowest)
 		}
 	}
 	return min;
+}
+
+/* The end of a 1 ms slice, or deadline if sooner: a wait whose other
+ * side may have missed our barrier (7) looks again that often. */
+uint64_t shmfd__slice_end(uint64_t deadline)
+{
+	uint64_t t = shmfd__now_ns() + 1000000;
+
+	return t < deadline ? t : deadline;
 }
 
 /*
@@ -210,6 +251,7 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 		struct shmfd__reader_page *page;
 		uint64_t target;
 		uint32_t slowest, w;
+		bool sliced;
 		int ret;
 
 		slots_enter(c);
@@ -233,6 +275,9 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 			target = c->head;
 		STORE_RELAXED(&c->hdr->want, target);
 		FENCE_FULL();
+		/* (7): readers store their tails without a fence.  Should
+		 * the barrier ever fail, sleep in short slices instead. */
+		sliced = c->asym && shmfd__membarrier() < 0;
 		c->min_tail = scan_min_tail(c, &slowest);
 		if (c->min_tail >= limit) {
 			STORE_RELAXED(&c->hdr->want, 0);
@@ -248,9 +293,10 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 			deadline = shmfd__deadline(timeout_ms);
 			have_deadline = true;
 		}
-		ret = shmfd__futex_wait(&page->wake, w, deadline);
+		ret = shmfd__futex_wait(&page->wake, w, sliced ?
+					shmfd__slice_end(deadline) : deadline);
 		STORE_RELEASE(&c->wait_slot, 0);
-		if (ret == -ETIMEDOUT) {
+		if (ret == -ETIMEDOUT && shmfd__now_ns() >= deadline) {
 			STORE_RELAXED(&c->hdr->want, 0);
 			return -ETIMEDOUT;
 		}
@@ -291,11 +337,21 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 		}
 	}
 
-	/* (2): retire every record we are about to overwrite, then write. */
+	/* (2): retire every record we are about to overwrite, then write.
+	 * Reliable readers never look at oldest (their tails keep what they
+	 * read from being overwritten); only a FROM_OLDEST join does.  So
+	 * retire an eighth of the ring at a time, up to what every reader
+	 * has released: one store to the shared line per chunk, not one
+	 * per message.  Lossy readers need oldest exact. */
 	if (c->oldest < limit) {
-		uint64_t o = c->oldest;
+		uint64_t o = c->oldest, upto = limit;
 
-		while (o < limit) {
+		if (!c->lossy) {
+			upto = limit + c->size / 8;
+			if (upto > c->min_tail)
+				upto = c->min_tail > limit ? c->min_tail : limit;
+		}
+		while (o < upto) {
 			const struct shmfd__rec *r = rec_at(c->data, c->mask, o);
 
 			o += ALIGN_UP((uint64_t)r->len + sizeof(*r),
@@ -320,13 +376,21 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 }
 
 /* (3): after publishing, wake every reader that announced a sleep at a
- * position head has now passed, once. */
+ * position head has now passed, once.  (7): no fence unless a fenced
+ * reader is joined. */
 static void wake_readers(struct shmfd_chan *c)
 {
 	bool wake = false;
+	uint32_t hi;
 
-	slots_enter(c);
-	for (uint32_t i = 0; i < c->nslots; i++) {
+	if (c->asym && !LOAD_RELAXED(&c->nfenced)) {
+		STORE_RELAXED(&c->epoch, c->epoch + 1);
+		COMPILER_BARRIER();
+	} else {
+		slots_enter(c);
+	}
+	hi = LOAD_ACQUIRE(&c->slot_hi);
+	for (uint32_t i = 0; i < hi; i++) {
 		struct shmfd__slot *s = &c->slots[i];
 		uint64_t sp;
 
@@ -431,7 +495,10 @@ void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail)
 		return;
 	r->tail = tail;
 	STORE_RELEASE(&r->page->tail, tail);
-	FENCE_FULL();
+	if (r->asym)
+		COMPILER_BARRIER();	/* (7): a waiting producer fences us */
+	else
+		FENCE_FULL();
 	want = LOAD_ACQUIRE(&r->hdr->want);
 	if (want && tail >= want && want != r->last_want) {
 		r->last_want = want;
@@ -466,6 +533,10 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 				p = l;
 				t->skipped = true;
 			}
+		} else if (r->pos < r->head) {
+			/* Behind: records up to the head we loaded last are
+			 * published already; the shared line stays alone. */
+			h = r->head;
 		} else {
 			h = LOAD_ACQUIRE(&hdr->head);
 		}
@@ -473,17 +544,23 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			return -EAGAIN;
 		if (h < r->pos || h % SHMFD_REC_ALIGN)
 			return -EPROTO;
-		o = LOAD_ACQUIRE(&hdr->oldest);
-		if (p < o) {
-			p = o;		/* overrun: skip what was overwritten */
-			t->skipped = true;
-		}
-		if (p >= h) {
-			/* oldest never passes head: an h loaded after o
-			 * must cover it, unless the producer is lying. */
-			if (o > LOAD_ACQUIRE(&hdr->head))
-				return -EPROTO;
-			continue;
+		r->head = h;
+		/* (2) is for lossy readers: a reliable reader's tail keeps
+		 * everything from pos on in place. */
+		if (r->lossy) {
+			o = LOAD_ACQUIRE(&hdr->oldest);
+			if (p < o) {
+				p = o;	/* overrun: skip what was overwritten */
+				t->skipped = true;
+			}
+			if (p >= h) {
+				/* oldest never passes head: an h loaded after
+				 * o must cover it, unless the producer lies. */
+				if (o > LOAD_ACQUIRE(&hdr->head))
+					return -EPROTO;
+				r->head = 0;	/* ours is behind: load it */
+				continue;
+			}
 		}
 		if (p % SHMFD_REC_ALIGN || h - p > r->size)
 			return -EPROTO;
@@ -500,9 +577,11 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			t->blob.id = LOAD_RELAXED(&d->id);
 			t->blob.size = LOAD_RELAXED(&d->size);
 		}
-		FENCE_ACQUIRE();		/* (2) */
-		if (LOAD_RELAXED(&hdr->oldest) > p)
-			continue;		/* overwritten while we looked */
+		if (r->lossy) {
+			FENCE_ACQUIRE();	/* (2) */
+			if (LOAD_RELAXED(&hdr->oldest) > p)
+				continue;	/* overwritten while we looked */
+		}
 
 		if (type == SHMFD_REC_PAD) {
 			if (off + sizeof(*rec) + len != r->size)
@@ -544,6 +623,8 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 /* (2): was the record at pos overwritten since it was taken? */
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos)
 {
+	if (!r->lossy)
+		return false;	/* nothing past a reliable tail is reused */
 	FENCE_ACQUIRE();
 	return LOAD_RELAXED(&r->hdr->oldest) > pos;
 }

@@ -369,6 +369,79 @@ static int fast_reader(int sock, void *arg)
 	return 0;
 }
 
+/* ---- membarrier and fences side by side (ring.c (7)) ---- */
+
+#define MIX_N		6000
+
+/* Read every message until -EPIPE, blocking (so it sleeps between bursts
+ * and must be woken), slow now and then (so the producer must wait for
+ * its space and be woken); a->flags != 0: as a process without
+ * membarrier(2), a fenced reader. */
+static int mixed_reader(int sock, void *arg)
+{
+	struct rd *a = arg;
+	struct shmfd_reader *r;
+	struct shmfd_msg m;
+	uint64_t seq = 0;
+	int ret;
+
+	if (a->flags)
+		setenv("SHMFD_NO_MEMBARRIER", "1", 1);
+	r = th_join(a->share_fd, 0);
+	th_put(sock, 1);
+	while ((ret = shmfd_recv(r, &m, 0, DEADLINE_MS)) == 0) {
+		expect_next(r, &m, seq + 1);
+		seq = m.seq;
+		if (seq % 700 == (a->flags ? 350u : 0u))
+			usleep(3000);
+	}
+	expect_err(ret, EPIPE);
+	th_put(sock, (int64_t)seq);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+/*
+ * A reader that cannot use membarrier(2) joins beside one that can: the
+ * producer fences for the first while it is there and not after, and
+ * neither misses a wake-up, whether it sleeps for messages or the
+ * producer sleeps for space.  (Without membarrier in this process -- the
+ * .nouring run -- everybody fences, and the test still must pass.)
+ */
+START_TEST(test_fenced_and_membarrier)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	struct rd a = { .share_fd = expect_ok(shmfd_chan_share_fd(chan)) };
+	struct rd b = a;
+	struct th_child ca, cb;
+	uint64_t seq = 0;
+
+	b.flags = 1;
+	ca = th_spawn(mixed_reader, &a, 0);
+	cb = th_spawn(mixed_reader, &b, 0);
+	th_get(ca.sock);
+	th_get(cb.sock);
+	while (seq < MIX_N) {
+		/* Bursts that fill the ring, then pauses long enough for
+		 * both readers to catch up and sleep. */
+		for (int i = 0; i < 300 && seq < MIX_N; i++) {
+			seq++;
+			send_seq(chan, seq, th_msg_len(seq, 1000), -1);
+		}
+		if (seq % 900 == 0)
+			usleep(2000);
+	}
+	shmfd_chan_close(chan);
+	expect_eq(th_get(ca.sock), MIX_N);
+	expect_eq(th_get(cb.sock), MIX_N);
+	expect_exit(ca.pid, 0);
+	expect_exit(cb.pid, 0);
+	close(ca.sock);
+	close(cb.sock);
+	close(a.share_fd);
+}
+END_TEST
+
 /*
  * _i == 0: the blocked call is shmfd_send, 1: shmfd_reserve.
  * A slow reader that has not read anything and a fast one that read
@@ -965,6 +1038,7 @@ static Suite *modes_suite(void)
 	tcase_add_test(tc, test_reliable_out_of_order);
 	tcase_add_loop_test(tc, test_held_limit, 0, 2);
 	tcase_add_test(tc, test_reader_close_releases);
+	tcase_add_test(tc, test_fenced_and_membarrier);
 	suite_add_tcase(s, tc);
 
 	tc = th_tcase("position");

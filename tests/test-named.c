@@ -11,7 +11,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <shmfd.h>
@@ -322,6 +325,250 @@ START_TEST(test_default_dirs)
 }
 END_TEST
 
+/* ---- figures from outside: shmfd_chan_stat ---- */
+
+#define STAT_MS		5000
+
+static struct shmfd_stat stat_ok_at(const char *file, int line,
+				    const char *name)
+{
+	struct shmfd_stat st;
+	int ret;
+
+	memset(&st, 0xa5, sizeof(st));
+	ret = shmfd_chan_stat(name, &st, STAT_MS);
+	if (ret != 0)
+		th_fail(file, line, "shmfd_chan_stat(%s) = %d (%s)", name, ret,
+			th_strerr(ret));
+	return st;
+}
+#define stat_ok(name) stat_ok_at(__FILE__, __LINE__, name)
+
+/* Poll the figures until readers == n (the admission thread counts a
+ * reader that left a moment after it is gone). */
+static struct shmfd_stat stat_readers(const char *name, uint32_t n)
+{
+	struct shmfd_stat st;
+
+	for (int i = 0; i < 1000; i++) {
+		st = stat_ok(name);
+		if (st.readers == n)
+			return st;
+		usleep(10000);
+	}
+	ck_abort_msg("%s: %u readers, expected %u", name, st.readers, n);
+	return st;
+}
+
+START_TEST(test_stat_dir)
+{
+	char buf[256];
+	int n = shmfd_dir(buf, sizeof(buf));
+
+	expect_eq(n, (int64_t)strlen(th_dir()));
+	ck_assert_str_eq(buf, th_dir());
+	expect_err(shmfd_dir(NULL, 10), EINVAL);
+	expect_err(shmfd_dir(buf, 0), EINVAL);
+	expect_err(shmfd_dir(buf, (size_t)n), ENAMETOOLONG);
+	expect_eq(shmfd_dir(buf, (size_t)n + 1), n);
+}
+END_TEST
+
+START_TEST(test_stat_figures)
+{
+	struct shmfd_params p = {
+		.ring_size = 64 * KiB, .max_readers = 8, .mode = 0600,
+	};
+	struct who w = { .name = "st" };
+	struct shmfd_chan *chan = NULL;
+	struct shmfd_stat st;
+	struct th_child c;
+
+	expect_err(shmfd_chan_stat("st", &st, STAT_MS), ENOENT);
+	expect_err(shmfd_chan_stat("a/b", &st, STAT_MS), EINVAL);
+	expect_err(shmfd_chan_stat(NULL, &st, STAT_MS), EINVAL);
+	expect_err(shmfd_chan_stat("st", NULL, STAT_MS), EINVAL);
+
+	expect_ok(shmfd_chan_create(&chan, "st", &p));
+	st = stat_ok("st");
+	expect_eq(st.producer_pid, getpid());
+	expect_eq(st.flags, 0);
+	expect_eq(st.ring_size, 64 * KiB);
+	expect_eq(st.max_inline, 16 * KiB);
+	expect_eq(st.max_readers, 8);
+	expect_eq(st.readers, 0);
+	expect_eq(st.published, 0);
+	expect_eq(st.lost, 0);
+	expect_eq(st.joins, 0);
+	for (size_t i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]);
+	     i++)
+		expect_eq(st.reserved[i], 0);
+	/* Asking is not joining. */
+	expect_eq(shmfd_chan_readers(chan), 0);
+
+	c = th_spawn(named_reader, &w, 0);
+	expect_eq(th_get(c.sock), 0);
+	st = stat_readers("st", 1);
+	expect_eq(st.joins, 1);
+	for (int seq = 1; seq <= 7; seq++)
+		send_seq(chan, (uint64_t)seq);
+	st = stat_ok("st");
+	expect_eq(st.published, 7);
+	expect_eq(st.readers, 1);
+	expect_eq(shmfd_chan_readers(chan), 1);
+	shmfd_chan_close(chan);
+	expect_eq(th_get(c.sock), 7);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	/* A closed channel has no name any more. */
+	expect_err(shmfd_chan_stat("st", &st, STAT_MS), ENOENT);
+}
+END_TEST
+
+/* Join "lossy", wait for the go, then read to the end (seq last) and
+ * report the sum of msg.lost; leave when told. */
+static int lossy_reader(int sock, void *arg)
+{
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+	int64_t last = (int64_t)(intptr_t)arg;
+	uint64_t lost = 0;
+
+	expect_ok(shmfd_reader_open(&r, "lossy", 0));
+	th_put(sock, 1);
+	th_get(sock);
+	do {
+		expect_ok(shmfd_recv(r, &m, 0, STAT_MS));
+		lost += m.lost;
+		shmfd_msg_release(r, &m);
+	} while ((int64_t)m.seq < last);
+	th_put(sock, (int64_t)lost);
+	th_get(sock);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+/* lost: what lossy readers were told they missed, summed over readers,
+ * and kept when a reader leaves. */
+START_TEST(test_stat_lost)
+{
+	struct shmfd_params p = { .ring_size = 64 * KiB, .flags = SHMFD_LOSSY };
+	struct shmfd_chan *chan = NULL;
+	struct shmfd_stat st;
+	struct th_child a, b;
+	int64_t lost_a, lost_b;
+	int seq = 0;
+
+	expect_ok(shmfd_chan_create(&chan, "lossy", &p));
+	a = th_spawn(lossy_reader, (void *)(intptr_t)3000, 0);
+	expect_eq(th_get(a.sock), 1);
+	while (seq < 3000)
+		send_seq(chan, (uint64_t)++seq);
+	th_put(a.sock, 1);
+	lost_a = th_get(a.sock);
+	/* 3,000 records of 128 bytes lapped a 64 KiB ring. */
+	expect(lost_a > 0, "reader a lost nothing");
+	st = stat_ok("lossy");
+	expect_eq(st.flags, SHMFD_LOSSY);
+	expect_eq(st.published, 3000);
+	expect_eq(st.lost, lost_a);
+	th_put(a.sock, 1);
+	expect_exit(a.pid, 0);
+	close(a.sock);
+	st = stat_readers("lossy", 0);
+	expect_eq(st.lost, lost_a);
+
+	b = th_spawn(lossy_reader, (void *)(intptr_t)6000, 0);
+	expect_eq(th_get(b.sock), 1);
+	while (seq < 6000)
+		send_seq(chan, (uint64_t)++seq);
+	th_put(b.sock, 1);
+	lost_b = th_get(b.sock);
+	expect(lost_b > 0, "reader b lost nothing");
+	st = stat_ok("lossy");
+	expect_eq(st.lost, lost_a + lost_b);
+	expect_eq(st.joins, 2);
+	expect_eq(st.readers, 1);
+	th_put(b.sock, 1);
+	expect_exit(b.pid, 0);
+	close(b.sock);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* A listener that takes the request and answers as told. */
+static int fake_producer(int sock, void *arg)
+{
+	const char *how = arg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct shmfd_stat_answer {
+		uint32_t type, version;
+		int32_t status;
+		uint32_t rest[15];
+	} a = { .type = 6, .version = 1 };
+	int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), fd;
+	char req[64];
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/fake", th_dir());
+	expect_sys(bind(l, (struct sockaddr *)&sa, sizeof(sa)));
+	expect_sys(listen(l, 4));
+	th_put(sock, 1);
+	fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	expect_sys(fd);
+	expect(recv(fd, req, sizeof(req), 0) == 8, "stat request size");
+	if (!strcmp(how, "garbage")) {
+		a.type = 2;		/* a welcome, not stats */
+		expect_sys(send(fd, &a, sizeof(a), MSG_NOSIGNAL));
+	} else if (!strcmp(how, "short")) {
+		expect_sys(send(fd, &a, 20, MSG_NOSIGNAL));
+	} else if (!strcmp(how, "status")) {
+		a.status = -EMFILE;
+		expect_sys(send(fd, &a, sizeof(a), MSG_NOSIGNAL));
+	} else if (!strcmp(how, "mute")) {
+		th_get(sock);		/* until the test is done waiting */
+	}
+	/* "hangup": close at once */
+	close(fd);
+	close(l);
+	return 0;
+}
+
+static const struct {
+	const char *how;
+	int timeout_ms;
+	int want;
+} fake_cases[] = {
+	{ "garbage", STAT_MS, -EPROTO },
+	{ "short", STAT_MS, -EPROTO },
+	{ "status", STAT_MS, -EMFILE },
+	{ "hangup", STAT_MS, -EPIPE },
+	{ "mute", 200, -ETIMEDOUT },
+	{ "mute", 0, -EAGAIN },
+};
+
+START_TEST(test_stat_bad_producer)
+{
+	struct th_child c = th_spawn(fake_producer, (void *)fake_cases[_i].how,
+				     0);
+	struct shmfd_stat st;
+	struct th_fds fds;
+	int ret;
+
+	th_get(c.sock);
+	th_fd_snapshot(&fds);
+	ret = shmfd_chan_stat("fake", &st, fake_cases[_i].timeout_ms);
+	ck_assert_msg(ret == fake_cases[_i].want, "%s: shmfd_chan_stat = %d "
+		      "(%s), expected %d (%s)", fake_cases[_i].how, ret,
+		      th_strerr(ret), fake_cases[_i].want,
+		      th_strerr(fake_cases[_i].want));
+	expect_eq(th_fd_leaks(&fds, NULL, 0), 0);
+	if (!strcmp(fake_cases[_i].how, "mute"))
+		th_put(c.sock, 1);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ---- other users (root only) ---- */
 
 /* A directory both users can reach; sockets that the file system would
@@ -329,6 +576,27 @@ END_TEST
 static void share_dir(void)
 {
 	expect_sys(chmod(th_dir(), 01777));
+}
+
+/* shmfd_chan_stat() of w->name as w; reports the result. */
+static int stat_as(int sock, void *arg)
+{
+	const struct who *w = arg;
+	struct shmfd_stat st;
+
+	become(w);
+	th_put(sock, shmfd_chan_stat(w->name, &st, STAT_MS));
+	return 0;
+}
+
+static int64_t stat_result(const struct who *w)
+{
+	struct th_child c = th_spawn(stat_as, (void *)w, 0);
+	int64_t ret = th_get(c.sock);
+
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	return ret;
 }
 
 START_TEST(test_other_uid_refused)
@@ -341,6 +609,8 @@ START_TEST(test_other_uid_refused)
 	chan = create_mode("priv", 0);
 	path_of(path, sizeof(path), "priv");
 	expect_sys(chmod(path, 0666));
+	/* Figures too are for those who may join. */
+	expect_eq(stat_result(&nobody), -EACCES);
 	expect_join(chan, &nobody, -EACCES, 0);
 }
 END_TEST
@@ -375,6 +645,7 @@ START_TEST(test_mode_access)
 	/* The file system lets everyone connect: SO_PEERCRED decides. */
 	path_of(path, sizeof(path), "acc");
 	expect_sys(chmod(path, 0666));
+	expect_eq(stat_result(&w), access_cases[_i].want);
 	expect_join(chan, &w, access_cases[_i].want, 5);
 }
 END_TEST
@@ -401,12 +672,14 @@ START_TEST(test_foreign_producer_refused)
 	struct who prod = { .name = "theirs", .uid = NOBODY, .gid = NOBODY };
 	struct who same = prod;
 	struct shmfd_reader *r = NULL;
+	struct shmfd_stat st;
 	struct th_child p, c;
 
 	share_dir();
 	p = th_spawn(nobody_producer, &prod, 0);
 	th_get(p.sock);
 	expect_err(shmfd_reader_open(&r, "theirs", 0), EACCES);
+	expect_err(shmfd_chan_stat("theirs", &st, STAT_MS), EACCES);
 	c = th_spawn(named_reader, &same, 0);
 	expect_eq(th_get(c.sock), 0);
 	th_put(p.sock, 0);
@@ -448,6 +721,11 @@ static Suite *named_suite(void)
 	tcase_add_test(tc, test_dir_created);
 	tcase_add_test(tc, test_dir_unsafe);
 	tcase_add_test(tc, test_default_dirs);
+	tcase_add_test(tc, test_stat_dir);
+	tcase_add_test(tc, test_stat_figures);
+	tcase_add_test(tc, test_stat_lost);
+	tcase_add_loop_test(tc, test_stat_bad_producer, 0,
+			    (int)(sizeof(fake_cases) / sizeof(fake_cases[0])));
 	suite_add_tcase(s, tc);
 
 	if (geteuid() != 0) {
