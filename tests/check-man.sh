@@ -3,7 +3,8 @@
 #
 # Every public function has a man page: each function the built library
 # exports, and each function include/shmfd.h marks SHMFD_API, must have
-# man/<name>.3 in the source tree.
+# man/<name>.3 in the source tree.  The shmfd command is public too: it
+# must have man/shmfd.1.
 #
 # Run by "make check" from the top build directory, with $srcdir the top
 # source directory (they differ in VPATH builds and in make distcheck).
@@ -39,6 +40,12 @@ missing() {
 if [ ! -r "$header" ]; then
 	echo "ERROR: cannot read $header"
 	exit 99
+fi
+
+if [ ! -f "$srcdir/man/shmfd.1" ]; then
+	echo "FAIL: no man page in $srcdir/man/ for the shmfd command:"
+	echo "  shmfd (expected man/shmfd.1)"
+	status=1
 fi
 
 # Functions declared SHMFD_API: the identifier before the first "(" of
@@ -93,5 +100,5 @@ if [ -z "$exported" ]; then
 fi
 echo "$exported" | missing "functions exported by $so" || status=1
 
-[ $status -eq 0 ] && echo "PASS: every exported and SHMFD_API function has a man page"
+[ $status -eq 0 ] && echo "PASS: every exported and SHMFD_API function, and the shmfd command, has a man page"
 exit $status
