@@ -276,6 +276,7 @@ struct shmfd_reader {
 	bool asym;			/* ring.c (7): membarrier, not fences */
 	uint64_t pos;			/* next record to read */
 	uint64_t head;			/* hdr.head as last loaded */
+	uint64_t join_head;		/* head when we were registered */
 	uint64_t next_seq;		/* 0: take the first seq as it comes */
 	uint64_t tail;			/* last tail published */
 	uint64_t last_want;		/* ring.want we already woke for */

@@ -180,6 +180,7 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	r->max_inline = w->max_inline;
 	r->lossy = w->flags & SHMFD_RING_LOSSY;
 	r->pos = r->tail = w->start_pos;
+	r->join_head = w->join_head;
 	r->next_seq = w->start_seq;
 	return 0;
 }

@@ -545,9 +545,13 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (h < r->pos || h % SHMFD_REC_ALIGN)
 			return -EPROTO;
 		r->head = h;
-		/* (2) is for lossy readers: a reliable reader's tail keeps
+		/* (2) is for lossy readers, and for a reliable reader still
+		 * reading what was published before it joined (FROM_OLDEST):
+		 * the sender may overwrite that before it sees the reader.
+		 * From join_head on, a sender that did not see us LIVE saw a
+		 * head the join point covers (5), so our tail keeps
 		 * everything from pos on in place. */
-		if (r->lossy) {
+		if (r->lossy || p < r->join_head) {
 			o = LOAD_ACQUIRE(&hdr->oldest);
 			if (p < o) {
 				p = o;	/* overrun: skip what was overwritten */
@@ -577,7 +581,7 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			t->blob.id = LOAD_RELAXED(&d->id);
 			t->blob.size = LOAD_RELAXED(&d->size);
 		}
-		if (r->lossy) {
+		if (r->lossy || p < r->join_head) {
 			FENCE_ACQUIRE();	/* (2) */
 			if (LOAD_RELAXED(&hdr->oldest) > p)
 				continue;	/* overwritten while we looked */
@@ -623,7 +627,7 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 /* (2): was the record at pos overwritten since it was taken? */
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos)
 {
-	if (!r->lossy)
+	if (!r->lossy && pos >= r->join_head)
 		return false;	/* nothing past a reliable tail is reused */
 	FENCE_ACQUIRE();
 	return LOAD_RELAXED(&r->hdr->oldest) > pos;
