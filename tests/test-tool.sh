@@ -54,6 +54,18 @@ wait_stat() {
 	return 1
 }
 
+# "expect_exit_within PID STATUS WHAT": PID, a child of ours, exits with
+# STATUS within 10 s (a watchdog kills it otherwise).
+expect_exit_within() {
+	( sleep 10; kill -9 "$1" 2>/dev/null ) &
+	dog=$!
+	wait "$1"
+	got=$?
+	kill "$dog" 2>/dev/null
+	wait "$dog" 2>/dev/null
+	[ "$got" -eq "$2" ] || fail "$3: exit $got, expected $2"
+}
+
 # "expect_err STATUS PATTERN cmd...": exits STATUS and prints one line on
 # stderr that matches PATTERN.
 expect_err() {
@@ -188,6 +200,41 @@ run_all() {
 	[ "$(cat "$tmp/status")" = 0 ] || fail "cat fast exits $(cat "$tmp/status")"
 	grep -Eq 'messages? lost before seq' "$tmp/err" ||
 		fail "cat reported no loss: $(cat "$tmp/err")"
+	rm -f "$tmp/fifo"
+
+	# Ctrl-C ends a cat blocked for messages (exit 0) and a pub blocked
+	# for a reader's space (exit 1, one line), though the library's own
+	# waits ride out signals.
+	mkfifo "$tmp/fifo"
+	"$SHMFD" pub quiet --ring-size 64K <"$tmp/fifo" 2>"$tmp/perr" &
+	pub=$!
+	pids="$pids $pub"
+	exec 3>"$tmp/fifo"
+	wait_list quiet "[0-9]+ reliable" || fail "list never showed 'quiet'"
+	"$SHMFD" cat quiet >/dev/null 3>&- &
+	cat_pid=$!
+	pids="$pids $cat_pid"
+	wait_stat quiet '^readers +1 joined' || fail "'quiet' never had a reader"
+	sleep 0.3
+	kill -INT "$cat_pid"
+	expect_exit_within "$cat_pid" 0 "cat blocked for messages, after SIGINT"
+	"$SHMFD" cat quiet >/dev/null 3>&- &
+	cat_pid=$!
+	pids="$pids $cat_pid"
+	wait_stat quiet '^readers +1 joined' || fail "'quiet' lost its reader"
+	kill -STOP "$cat_pid"
+	seq 1 20000 >&3 &		# more than a 64 KiB ring holds
+	filler=$!
+	wait_stat quiet '^published +[1-9][0-9]{2,} messages' ||
+		fail "'quiet' published nothing"
+	sleep 0.5
+	kill -INT "$pub"
+	expect_exit_within "$pub" 1 "pub blocked in a send, after SIGINT"
+	grep -q "channel 'quiet': interrupted" "$tmp/perr" ||
+		fail "pub after SIGINT said: $(cat "$tmp/perr")"
+	kill -9 "$cat_pid" "$filler" 2>/dev/null
+	wait "$cat_pid" "$filler" 2>/dev/null
+	exec 3>&-
 	rm -f "$tmp/fifo"
 
 	# Errors: one line, naming the channel and the reason; exit 1.

@@ -42,6 +42,73 @@ static void catch_signals(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
+/*
+ * The library's waits are exact and ride out signals, so a wait that
+ * SIGINT must end goes in slices: TOOL_SLICE_MS at a time until the
+ * caller's timeout (-1: none), looking at the stop flag in between.
+ */
+#define TOOL_SLICE_MS	250
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int slice_left(double end, int timeout)
+{
+	double left;
+
+	if (timeout < 0)
+		return TOOL_SLICE_MS;
+	left = end - now_ms();
+	if (left <= 0)
+		return 0;
+	return left < TOOL_SLICE_MS ? (int)left + 1 : TOOL_SLICE_MS;
+}
+
+static int recv_sliced(struct shmfd_reader *r, struct shmfd_msg *m,
+		       int flags, int timeout)
+{
+	double end = now_ms() + (timeout > 0 ? timeout : 0);
+	int ret;
+
+	if (timeout == 0)
+		return shmfd_recv(r, m, flags, 0);
+	for (;;) {
+		ret = shmfd_recv(r, m, flags, slice_left(end, timeout));
+		if (ret != -ETIMEDOUT && ret != -EAGAIN)
+			return ret;
+		if (stop)
+			return -EINTR;
+		if (timeout >= 0 && now_ms() >= end)
+			return -ETIMEDOUT;
+	}
+}
+
+/* A reliable send that waits for readers, in slices: on -ETIMEDOUT
+ * nothing was published, so the same message is tried again. */
+static int send_sliced(struct shmfd_chan *chan, const void *buf, size_t len,
+		       int timeout)
+{
+	double end = now_ms() + (timeout > 0 ? timeout : 0);
+	int ret;
+
+	if (timeout == 0)
+		return shmfd_send(chan, buf, len, 0);
+	for (;;) {
+		ret = shmfd_send(chan, buf, len, slice_left(end, timeout));
+		if (ret != -ETIMEDOUT && ret != -EAGAIN)
+			return ret;
+		if (stop)
+			return -EINTR;
+		if (timeout >= 0 && now_ms() >= end)
+			return -ETIMEDOUT;
+	}
+}
+
 /* Text: printable bytes as they are, others as \xNN, then a newline. */
 static void print_text(const unsigned char *p, size_t len)
 {
@@ -179,7 +246,7 @@ int cmd_cat(int argc, char **argv)
 	while (!stop && (count < 0 || got < count)) {
 		struct shmfd_msg m;
 
-		ret = shmfd_recv(r, &m, rflags, timeout);
+		ret = recv_sliced(r, &m, rflags, timeout);
 		if (ret < 0)
 			break;
 		got++;
@@ -229,7 +296,9 @@ int cmd_cat(int argc, char **argv)
  * out is the readers' doing. */
 static void pub_send_err(const char *name, int ret)
 {
-	if (ret == -ETIMEDOUT)
+	if (ret == -EINTR)
+		tool_err("pub", "channel '%s': interrupted", name);
+	else if (ret == -ETIMEDOUT)
 		tool_err("pub", "channel '%s': the readers did not make room "
 			 "within --timeout", name);
 	else if (ret == -EAGAIN)
@@ -329,11 +398,21 @@ static int pub_file(struct shmfd_chan *chan, const char *name,
 	}
 	close(fd);
 	if (blob) {
-		ret = shmfd_send_blob(chan, blob, timeout);
+		/* A blob whose send timed out is still ours, sealed: the
+		 * next slice sends the same one. */
+		double end = now_ms() + (timeout > 0 ? timeout : 0);
+
+		do {
+			ret = shmfd_send_blob(chan, blob, timeout == 0 ? 0 :
+					      slice_left(end, timeout));
+		} while (ret == -ETIMEDOUT && !stop &&
+			 (timeout < 0 || now_ms() < end));
+		if (ret == -ETIMEDOUT && stop)
+			ret = -EINTR;
 		if (ret < 0)
 			shmfd_blob_free(blob);
 	} else {
-		ret = shmfd_send(chan, buf, done, timeout);
+		ret = send_sliced(chan, buf, done, timeout);
 		free(buf);
 	}
 	if (ret < 0) {
@@ -353,17 +432,17 @@ static int pub_lines(struct shmfd_chan *chan, const char *name, int timeout)
 	while (!stop && (n = getline(&line, &cap, stdin)) >= 0) {
 		if (n && line[n - 1] == '\n')
 			n--;
-		ret = shmfd_send(chan, line, (size_t)n, timeout);
+		ret = send_sliced(chan, line, (size_t)n, timeout);
 		if (ret < 0)
 			break;
 	}
 	free(line);
-	if (ret < 0) {
-		pub_send_err(name, ret);
+	if (stop || ret == -EINTR) {
+		tool_err("pub", "channel '%s': interrupted", name);
 		return 1;
 	}
-	if (stop) {
-		tool_err("pub", "channel '%s': interrupted", name);
+	if (ret < 0) {
+		pub_send_err(name, ret);
 		return 1;
 	}
 	if (ferror(stdin)) {
