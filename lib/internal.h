@@ -238,6 +238,7 @@ struct shmfd__taken {
 };
 int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		     unsigned int flags, struct shmfd__taken *t);
+void shmfd__ring_wake_needy(struct shmfd_reader *r);
 void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail);
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos);
 

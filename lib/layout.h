@@ -78,9 +78,12 @@ struct shmfd__ring_hdr {
 	uint64_t oldest			/* start of the oldest intact record */
 		__attribute__((aligned(SHMFD_CACHELINE)));
 
-	/* Producer, when it waits for space (reliable mode). */
+	/* Producer, when it waits for space (reliable mode): it sleeps
+	 * until the slowest tail reaches want, a chunk past need, the tail
+	 * it cannot do without.  need is stored before want. */
 	uint64_t want			/* 0, or the tail it waits for */
 		__attribute__((aligned(SHMFD_CACHELINE)));
+	uint64_t need;			/* the tail it needs, when want != 0 */
 };
 
 static_assert(offsetof(struct shmfd__ring_hdr, magic) == 0, "layout");
@@ -100,6 +103,7 @@ static_assert(offsetof(struct shmfd__ring_hdr, futex) == 128, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, closed) == 132, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, oldest) == 192, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, want) == 256, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, need) == 264, "layout");
 static_assert(sizeof(struct shmfd__ring_hdr) <= SHMFD_HDR_SIZE, "layout");
 
 /* shmfd__rec.type */

@@ -465,6 +465,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 				r->hangup = true;
 				continue;
 			}
+			shmfd__ring_wake_needy(r);	/* ring.c (4) */
 			return -EAGAIN;
 		}
 		if (!have_deadline) {
@@ -507,6 +508,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 			STORE_RELAXED(&r->page->sleep_pos, 0);
 			continue;
 		}
+		shmfd__ring_wake_needy(r);		/* ring.c (4) */
 		mask = shmfd__sleep(&r->uring, &r->hdr->futex, v,
 				    r->peer_dead ? -1 : r->pidfd,
 				    r->peer_dead ? 0 : r->peer_pid,

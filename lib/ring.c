@@ -46,7 +46,13 @@
  *     still short.  Reader: store-release page.tail; FULL FENCE; load
  *     hdr.want; if its tail reached want, bump page.wake and FUTEX_WAKE.
  *     Same Dekker argument as (3).  A reader wakes a given want value at
- *     most once (last_want): tails only grow.
+ *     most once (last_want): tails only grow.  want is a chunk past what
+ *     the producer needs (hdr.need, stored before want), so a reader
+ *     that stops short of want and waits itself -- sleeping for the next
+ *     message, or returning -EAGAIN -- first wakes the producer if its
+ *     tail reached need; else each would wait for the other.  Its tail
+ *     was stored before the fence of its last publish (or the producer's
+ *     membarrier (7) covers it), so the same argument holds.
  *
  * (5) Slots.  The thread fills a slot, then store-releases state = LIVE;
  *     the sender load-acquires state before using slot fields.  To drop a
@@ -273,7 +279,8 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 		target = limit + c->size / 8;
 		if (target > c->head)
 			target = c->head;
-		STORE_RELAXED(&c->hdr->want, target);
+		STORE_RELAXED(&c->hdr->need, limit);
+		STORE_RELEASE(&c->hdr->want, target);
 		FENCE_FULL();
 		/* (7): readers store their tails without a fence.  Should
 		 * the barrier ever fail, sleep in short slices instead. */
@@ -485,6 +492,23 @@ void shmfd__ring_close(struct shmfd_chan *c)
 }
 
 /* ---- reader side ---- */
+
+/* (4): before this reader waits itself, wake a producer that waits for
+ * more than it needs, if this reader's tail already gives it that. */
+void shmfd__ring_wake_needy(struct shmfd_reader *r)
+{
+	uint64_t want;
+
+	if (r->lossy)
+		return;
+	want = LOAD_ACQUIRE(&r->hdr->want);
+	if (!want || want == r->last_want ||
+	    r->tail < LOAD_RELAXED(&r->hdr->need))
+		return;
+	r->last_want = want;
+	__atomic_fetch_add(&r->page->wake, 1, __ATOMIC_RELEASE);
+	shmfd__futex_wake(&r->page->wake, 1);
+}
 
 /* (4): publish how far this reader is done; wake a waiting producer. */
 void shmfd__ring_publish_tail(struct shmfd_reader *r, uint64_t tail)

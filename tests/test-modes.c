@@ -369,6 +369,80 @@ static int fast_reader(int sock, void *arg)
 	return 0;
 }
 
+/* ---- a producer waiting for more than it needs (ring.c (4)) ---- */
+
+/* Read messages 1..a->n, holding the 4th and releasing the rest, so the
+ * tail stops a few records in; then wait for message n + 1 (_i == 0:
+ * blocking, 1: polling with timeout 0), which the producer can send only
+ * once it knows about that tail. */
+static int holding_reader(int sock, void *arg)
+{
+	struct rd *a = arg;
+	struct shmfd_reader *r = th_join(a->share_fd, 0);
+	struct shmfd_msg m, held = { 0 };
+	uint64_t start;
+	int ret;
+
+	th_put(sock, 1);
+	/* The ring is full (n messages), and a send of n + 1 blocks. */
+	a->n = (uint64_t)th_get(sock);
+	for (uint64_t seq = 1; seq <= a->n; seq++) {
+		recv_seq(r, &m, 0, DEADLINE_MS, seq, 0, KiB);
+		if (seq == 4)
+			held = m;
+		else
+			expect_eq(shmfd_msg_release(r, &m), 0);
+	}
+	if (a->flags) {
+		start = th_now_ms();
+		while ((ret = shmfd_recv(r, &m, 0, 0)) == -EAGAIN)
+			expect(th_now_ms() - start < DEADLINE_MS,
+			       "message %llu never came: the producer sleeps",
+			       (unsigned long long)a->n + 1);
+		expect_eq(ret, 0);
+		expect_eq(m.seq, a->n + 1);
+	} else {
+		recv_seq(r, &m, 0, DEADLINE_MS, a->n + 1, 0, KiB);
+	}
+	expect_eq(shmfd_msg_release(r, &m), 0);
+	expect_eq(shmfd_msg_release(r, &held), 0);
+	th_put(sock, 2);
+	shmfd_reader_close(r);
+	return 0;
+}
+
+/*
+ * The producer waits for a chunk more than it needs, and readers wake it
+ * when their tail reaches that chunk.  A reader whose tail stops past
+ * what it needs but short of the chunk, and that then waits for the next
+ * message itself, must wake it: otherwise each waits for the other.
+ */
+START_TEST(test_wake_for_need)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	struct rd a = {
+		.share_fd = expect_ok(shmfd_chan_share_fd(chan)),
+		.flags = _i,
+	};
+	struct th_async as;
+	struct th_child c;
+
+	c = th_spawn(holding_reader, &a, 0);
+	th_get(c.sock);
+	a.n = send_until_full(chan, 1);
+	th_async_send(&as, chan, a.n + 1, KiB, -1, false);
+	/* Asleep for space before the reader frees any. */
+	expect(!th_async_done(&as, 300), "a send into a full ring returned");
+	th_put(c.sock, (int64_t)a.n);
+	expect_eq(th_get(c.sock), 2);
+	expect_eq(th_async_join(&as), 0);
+	shmfd_chan_close(chan);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	close(a.share_fd);
+}
+END_TEST
+
 /* ---- membarrier and fences side by side (ring.c (7)) ---- */
 
 #define MIX_N		6000
@@ -1039,6 +1113,7 @@ static Suite *modes_suite(void)
 	tcase_add_loop_test(tc, test_held_limit, 0, 2);
 	tcase_add_test(tc, test_reader_close_releases);
 	tcase_add_test(tc, test_fenced_and_membarrier);
+	tcase_add_loop_test(tc, test_wake_for_need, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = th_tcase("position");
