@@ -513,9 +513,17 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	n = shmfd__recv_fds(fd, &h, sizeof(h), fds, &nfds, 2);
 	if (n == -EAGAIN)
 		return;
-	if (n == 0 || (n < 0 && n != -EPROTO)) {
-		/* Every process holding the other end has closed it. */
-		share_remove(c, fd);
+	if (n == 0) {
+		/* A SOCK_SEQPACKET read of 0 is a hang-up, or an empty
+		 * datagram that anyone holding the share fd can send: only
+		 * the socket's state tells, and only a hang-up ends it. */
+		close_fds(fds, nfds);
+		if (shmfd__sock_hung_up(fd))
+			share_remove(c, fd);
+		return;
+	}
+	if (n < 0 && n != -EPROTO) {
+		share_remove(c, fd);	/* the socket itself failed */
 		return;
 	}
 	if (n < 0)

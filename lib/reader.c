@@ -188,11 +188,16 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 /*
  * The handshake, common to both ways in.  hello_sock is where the hello
  * goes (the named connection, or the share fd); r->sock is where the
- * answer comes.  pid is the producer's, from SO_PEERCRED.
+ * answer comes.  pid is the producer's, from SO_PEERCRED.  *extra_fdp,
+ * the far end of r->sock for a share-fd join, is closed (and set to -1)
+ * once it is on its way: if the producer then drops it unanswered, we
+ * see the hang-up at once rather than wait for a welcome until the
+ * deadline.
  */
 static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
-		     int flags, int extra_fd)
+		     int flags, int *extra_fdp)
 {
+	int extra_fd = extra_fdp ? *extra_fdp : -1;
 	/* Without membarrier(2) we fence ourselves, and ask the producer to
 	 * fence for us (ring.c (7)). */
 	bool fenced = !shmfd__membarrier_ready();
@@ -222,6 +227,10 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 	ret = shmfd__sendmsg(&r->uring, hello_sock, &h, sizeof(h), fds,
 			     h.nfds);
 	close(page_fd);
+	if (extra_fdp) {
+		close(*extra_fdp);
+		*extra_fdp = -1;
+	}
 	if (ret == -ECONNRESET || ret == -ENOTCONN)
 		ret = -EPIPE;
 	if (ret < 0)
@@ -261,7 +270,7 @@ SHMFD_API int shmfd_reader_open(struct shmfd_reader **readerp,
 		ret = -EACCES;
 		goto fail;
 	}
-	ret = handshake(r, r->sock, pid, flags, -1);
+	ret = handshake(r, r->sock, pid, flags, NULL);
 	if (ret < 0)
 		goto fail;
 	*readerp = r;
@@ -302,8 +311,9 @@ SHMFD_API int shmfd_reader_open_fd(struct shmfd_reader **readerp, int fd,
 		goto fail;
 	}
 	r->sock = sv[0];
-	ret = handshake(r, fd, pid, flags, sv[1]);
-	close(sv[1]);
+	ret = handshake(r, fd, pid, flags, &sv[1]);
+	if (sv[1] >= 0)
+		close(sv[1]);
 	if (ret < 0)
 		goto fail;
 	r->share_fd = fd;

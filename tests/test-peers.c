@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdio.h>
@@ -642,6 +643,98 @@ START_TEST(test_good_fake_reader)
 }
 END_TEST
 
+/* ---- share fds ---- */
+
+/*
+ * An empty datagram on a share fd -- a read of 0 bytes, like a hang-up
+ * on SOCK_SEQPACKET -- is noise from whoever holds the fd, and must not
+ * close the way in for the readers that come after it.  _i == 1: the
+ * datagram carries an fd, which the producer must close.
+ */
+START_TEST(test_share_empty_datagram)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct th_child c;
+	struct th_fds before;
+	char buf[100];
+
+	th_fd_snapshot(&before);
+	if (_i) {
+		int pfd[2];
+
+		expect_sys(pipe2(pfd, O_CLOEXEC));
+		send_with_fds(share, buf, 0, &pfd[0], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+	} else {
+		expect_sys(send(share, buf, 0, MSG_NOSIGNAL));
+	}
+	/* Let the admission thread take it before the next hello; an fd
+	 * that came with it is closed by then. */
+	usleep(100000);
+	expect_eq(th_fd_leaks(&before, NULL, 0), 0);
+	c = th_spawn(good_reader, &share, 0);
+	th_get(c.sock);
+	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
+	for (uint64_t seq = 1; seq <= 3; seq++) {
+		th_fill(buf, sizeof(buf), seq);
+		expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+	}
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	close(share);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* A "producer" at the far end of a share fd that takes the hello and
+ * drops it unanswered, closing what came with it. */
+static void *silent_producer(void *arg)
+{
+	int sock = *(int *)arg;
+	struct shmfd__hello h;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+
+	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) > 0) {
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
+		     cm = CMSG_NXTHDR(&mh, cm)) {
+			int *fds = (int *)CMSG_DATA(cm);
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (size_t i = 0; i < k; i++)
+				close(fds[i]);
+		}
+	}
+	return NULL;
+}
+
+/* A join the producer drops without answering ends at once with
+ * -EPIPE: the reader must not keep the far end of its own socket. */
+START_TEST(test_share_dropped_hello)
+{
+	struct shmfd_reader *r = NULL;
+	pthread_t t;
+	int sp[2];
+
+	expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp));
+	expect(pthread_create(&t, NULL, silent_producer, &sp[1]) == 0,
+	       "pthread_create");
+	expect_err(shmfd_reader_open_fd(&r, sp[0], 0), EPIPE);
+	pthread_join(t, NULL);
+	close(sp[0]);
+	close(sp[1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("peers");
@@ -656,6 +749,8 @@ int main(void)
 	tc = th_tcase("bad reader");
 	tcase_add_loop_test(tc, test_bad_reader, 0, PAGE_CASES);
 	tcase_add_test(tc, test_good_fake_reader);
+	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
+	tcase_add_test(tc, test_share_dropped_hello);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }
