@@ -434,6 +434,14 @@ static void on_pending(struct shmfd_chan *c, int fd)
 	if (n == -EAGAIN)
 		return;
 	pending_remove(c, fd);
+	if (n == -EPROTO) {
+		/* Too many fds, or a truncated message: refused, and told
+		 * so, like any other malformed hello (recv_fds closed the
+		 * fds). */
+		reply_error(c, fd, -EPROTO);
+		close(fd);
+		return;
+	}
 	if (n <= 0) {
 		close(fd);
 		return;

@@ -735,6 +735,46 @@ START_TEST(test_share_dropped_hello)
 }
 END_TEST
 
+/* A named connection whose hello carries two fds (a named hello has
+ * one) is refused with an answer, like any other malformed hello, and
+ * the channel goes on serving. */
+START_TEST(test_named_hello_two_fds)
+{
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct shmfd__hello h = {
+		.type = SHMFD_MSG_HELLO,
+		.version = SHMFD_PROTO_VERSION,
+		.nfds = 1,
+	};
+	struct shmfd__welcome w;
+	struct shmfd_reader *r = NULL;
+	int sock, pfd[2], fds[2];
+	ssize_t n;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", th_dir(), NAME);
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	expect_sys(sock);
+	expect_sys(connect(sock, (struct sockaddr *)&sa, sizeof(sa)));
+	expect_sys(pipe2(pfd, O_CLOEXEC));
+	fds[0] = pfd[0];
+	fds[1] = pfd[1];
+	send_with_fds(sock, &h, sizeof(h), fds, 2);
+	close(pfd[0]);
+	close(pfd[1]);
+	expect(th_readable(sock, DEADLINE_MS), "no answer from the producer");
+	n = recv(sock, &w, sizeof(w), 0);
+	expect(n == (ssize_t)sizeof(w) && w.type == SHMFD_MSG_WELCOME,
+	       "answer of %zd bytes (0: closed without one)", n);
+	expect_err(w.status, EPROTO);
+	close(sock);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
+	shmfd_reader_close(r);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("peers");
@@ -751,6 +791,7 @@ int main(void)
 	tcase_add_test(tc, test_good_fake_reader);
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
+	tcase_add_test(tc, test_named_hello_two_fds);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }
