@@ -593,26 +593,35 @@ static int good_reader(int ctl, void *arg)
 	return 0;
 }
 
-START_TEST(test_bad_reader)
+/* good_reader (c, joined through share) is still the one reader: send
+ * it its three messages, see it take them and exit, close everything. */
+static void serve_good_reader(struct shmfd_chan *chan, struct th_child *c,
+			      int share)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct th_child c = th_spawn(good_reader, &share, 0);
 	char buf[100];
 
-	th_get(c.sock);
-	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
-	expect_err(fake_reader(chan, (enum bad_page)_i), EPROTO);
-	/* Not admitted, and the good reader is served as before. */
 	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
 	for (uint64_t seq = 1; seq <= 3; seq++) {
 		th_fill(buf, sizeof(buf), seq);
 		expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
 	}
-	expect_exit(c.pid, 0);
-	close(c.sock);
+	expect_exit(c->pid, 0);
+	close(c->sock);
 	close(share);
 	shmfd_chan_close(chan);
+}
+
+START_TEST(test_bad_reader)
+{
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct th_child c = th_spawn(good_reader, &share, 0);
+
+	th_get(c.sock);
+	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
+	expect_err(fake_reader(chan, (enum bad_page)_i), EPROTO);
+	/* Not admitted, and the good reader is served as before. */
+	serve_good_reader(chan, &c, share);
 }
 END_TEST
 
@@ -676,15 +685,7 @@ START_TEST(test_share_empty_datagram)
 	expect_eq(th_fd_leaks(&before, NULL, 0), 0);
 	c = th_spawn(good_reader, &share, 0);
 	th_get(c.sock);
-	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
-	for (uint64_t seq = 1; seq <= 3; seq++) {
-		th_fill(buf, sizeof(buf), seq);
-		expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
-	}
-	expect_exit(c.pid, 0);
-	close(c.sock);
-	close(share);
-	shmfd_chan_close(chan);
+	serve_good_reader(chan, &c, share);
 }
 END_TEST
 

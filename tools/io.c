@@ -69,6 +69,24 @@ static int slice_left(double end, int timeout)
 	return left < TOOL_SLICE_MS ? (int)left + 1 : TOOL_SLICE_MS;
 }
 
+/* After a call given one slice: true to call again; false with the
+ * final result in *ret (-EINTR once interrupted, -ETIMEDOUT once the
+ * caller's own timeout has run out). */
+static bool slice_again(int *ret, double end, int timeout)
+{
+	if (*ret != -ETIMEDOUT && *ret != -EAGAIN)
+		return false;
+	if (stop) {
+		*ret = -EINTR;
+		return false;
+	}
+	if (timeout >= 0 && now_ms() >= end) {
+		*ret = -ETIMEDOUT;
+		return false;
+	}
+	return true;
+}
+
 static int recv_sliced(struct shmfd_reader *r, struct shmfd_msg *m,
 		       int flags, int timeout)
 {
@@ -77,15 +95,10 @@ static int recv_sliced(struct shmfd_reader *r, struct shmfd_msg *m,
 
 	if (timeout == 0)
 		return shmfd_recv(r, m, flags, 0);
-	for (;;) {
+	do
 		ret = shmfd_recv(r, m, flags, slice_left(end, timeout));
-		if (ret != -ETIMEDOUT && ret != -EAGAIN)
-			return ret;
-		if (stop)
-			return -EINTR;
-		if (timeout >= 0 && now_ms() >= end)
-			return -ETIMEDOUT;
-	}
+	while (slice_again(&ret, end, timeout));
+	return ret;
 }
 
 /* A reliable send that waits for readers, in slices: on -ETIMEDOUT
@@ -98,15 +111,26 @@ static int send_sliced(struct shmfd_chan *chan, const void *buf, size_t len,
 
 	if (timeout == 0)
 		return shmfd_send(chan, buf, len, 0);
-	for (;;) {
+	do
 		ret = shmfd_send(chan, buf, len, slice_left(end, timeout));
-		if (ret != -ETIMEDOUT && ret != -EAGAIN)
-			return ret;
-		if (stop)
-			return -EINTR;
-		if (timeout >= 0 && now_ms() >= end)
-			return -ETIMEDOUT;
-	}
+	while (slice_again(&ret, end, timeout));
+	return ret;
+}
+
+/* The same for a blob: one whose send timed out is still ours, sealed,
+ * and the next slice sends that one. */
+static int send_blob_sliced(struct shmfd_chan *chan, struct shmfd_blob *blob,
+			    int timeout)
+{
+	double end = now_ms() + (timeout > 0 ? timeout : 0);
+	int ret;
+
+	if (timeout == 0)
+		return shmfd_send_blob(chan, blob, 0);
+	do
+		ret = shmfd_send_blob(chan, blob, slice_left(end, timeout));
+	while (slice_again(&ret, end, timeout));
+	return ret;
 }
 
 /* Text: printable bytes as they are, others as \xNN, then a newline. */
@@ -217,12 +241,8 @@ int cmd_cat(int argc, char **argv)
 			}
 			break;
 		case 't':
-			timeout = (int)strtol(optarg, &end, 10);
-			if (*end || timeout < 0) {
-				tool_err("cat", "--timeout: '%s' is not a "
-					 "number of milliseconds", optarg);
+			if (!tool_parse_ms("cat", optarg, &timeout))
 				return 2;
-			}
 			break;
 		case 'h':
 			cat_usage(stdout);
@@ -398,17 +418,7 @@ static int pub_file(struct shmfd_chan *chan, const char *name,
 	}
 	close(fd);
 	if (blob) {
-		/* A blob whose send timed out is still ours, sealed: the
-		 * next slice sends the same one. */
-		double end = now_ms() + (timeout > 0 ? timeout : 0);
-
-		do {
-			ret = shmfd_send_blob(chan, blob, timeout == 0 ? 0 :
-					      slice_left(end, timeout));
-		} while (ret == -ETIMEDOUT && !stop &&
-			 (timeout < 0 || now_ms() < end));
-		if (ret == -ETIMEDOUT && stop)
-			ret = -EINTR;
+		ret = send_blob_sliced(chan, blob, timeout);
 		if (ret < 0)
 			shmfd_blob_free(blob);
 	} else {
@@ -508,12 +518,8 @@ int cmd_pub(int argc, char **argv)
 			p.mode = (mode_t)mode;
 			break;
 		case 't':
-			timeout = (int)strtol(optarg, &end, 10);
-			if (*end || timeout < 0) {
-				tool_err("pub", "--timeout: '%s' is not a "
-					 "number of milliseconds", optarg);
+			if (!tool_parse_ms("pub", optarg, &timeout))
 				return 2;
-			}
 			break;
 		case 'h':
 			pub_usage(stdout);

@@ -80,6 +80,22 @@ void tool_chan_err(const char *sub, const char *name, int ret)
 	tool_err(sub, "channel '%s': %s", name, why);
 }
 
+bool tool_parse_ms(const char *sub, const char *s, int *ms)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > INT32_MAX) {
+		tool_err(sub, "--timeout: '%s' is not a number of "
+			 "milliseconds", s);
+		return false;
+	}
+	*ms = (int)v;
+	return true;
+}
+
 bool tool_parse_size(const char *s, size_t *out)
 {
 	unsigned long long v;

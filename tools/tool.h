@@ -26,6 +26,9 @@ void tool_err(const char *sub, const char *fmt, ...)
  * with the reasons a user of the command needs, not bare strerror. */
 void tool_chan_err(const char *sub, const char *name, int ret);
 
+/* Parse --timeout MS (0 or more) into *ms; false after saying why. */
+bool tool_parse_ms(const char *sub, const char *s, int *ms);
+
 /* Parse a size with an optional K, M or G suffix (powers of 1024). */
 bool tool_parse_size(const char *s, size_t *out);
 
