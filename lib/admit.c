@@ -81,6 +81,9 @@ static bool try_reclaim(struct shmfd_chan *c, uint32_t i)
 	s->page = NULL;
 	close(s->sock);
 	s->sock = -1;
+	if (s->wake_sock >= 0)
+		close(s->wake_sock);
+	s->wake_sock = -1;
 	STORE_RELEASE(&s->state, SLOT_FREE);
 	c->ndead--;
 	return true;
@@ -106,6 +109,9 @@ static void drop(struct shmfd_chan *c, uint32_t i)
 
 	if (i >= c->nslots || LOAD_RELAXED(&s->state) != SLOT_LIVE)
 		return;
+	/* Before its socket closes (try_reclaim): a reader that sees the
+	 * hang-up then knows it was dropped, not that we died. */
+	STORE_RELEASE(&s->page->dropped, 1);
 	__atomic_store_n(&s->state, SLOT_DEAD, __ATOMIC_SEQ_CST);
 	__atomic_fetch_sub(&c->nreaders, 1, __ATOMIC_RELAXED);
 	if (s->fenced) {
@@ -257,6 +263,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	s->blob_sent = 0;
 	s->sock = sock;
 	s->pidfd = pidfd;
+	STORE_RELAXED(&s->wake_sock, -1);
 	STORE_RELAXED(&s->start, start);
 	STORE_RELEASE(&page->tail, start);
 
@@ -349,6 +356,43 @@ static bool is_seqpacket_unix(int fd)
 	len = sizeof(v);
 	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0 &&
 	       v == SOCK_SEQPACKET;
+}
+
+/*
+ * A joined reader's socket is readable: a goodbye, a hang-up, or a
+ * poll socket (ring.c (8)).  Anything else breaks the protocol and
+ * drops the reader, as a hang-up does.
+ */
+static void on_reader_msg(struct shmfd_chan *c, uint32_t i)
+{
+	struct shmfd__slot *s = &c->slots[i];
+
+	for (;;) {
+		struct shmfd__poll_fd m;
+		unsigned int nfds = 0;
+		int fd = -1, n;
+
+		if (LOAD_RELAXED(&s->state) != SLOT_LIVE)
+			return;
+		n = shmfd__recv_fds(s->sock, &m, sizeof(m), &fd, &nfds, 1);
+		if (n == -EAGAIN)
+			return;
+		if (n == (int)sizeof(m) && m.type == SHMFD_MSG_POLL_FD &&
+		    nfds == 1 && s->wake_sock < 0 && is_seqpacket_unix(fd)) {
+			static const char one = 1;
+
+			/* The sender loads it after a reader's sleep_pos
+			 * (release-acquire, ring.c (8)); the datagram
+			 * covers wakes it sent before it could see it. */
+			STORE_RELEASE(&s->wake_sock, fd);
+			send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+			continue;
+		}
+		if (nfds)
+			close(fd);
+		drop(c, i);
+		return;
+	}
 }
 
 static bool pending_has(const struct shmfd_chan *c, int fd)
@@ -585,9 +629,7 @@ static void *admit_main(void *arg)
 				on_share(c, (int)v, evs[i].events);
 				break;
 			case EV_SOCK:
-				/* A joined reader only ever says goodbye or
-				 * hangs up; anything else evicts it. */
-				drop(c, v);
+				on_reader_msg(c, v);
 				break;
 			case EV_PIDFD:
 				drop(c, v);

@@ -102,6 +102,15 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns);
 /* Has the peer exited?  Its pidfd if there is one, else kill(pid, 0). */
 bool shmfd__peer_gone(int pidfd, pid_t pid);
+/* Queue the sleep's waits that are not in flight (no submit). */
+int shmfd__uring_arm(struct shmfd__uring *u, const uint32_t *word,
+		     uint32_t val, int pidfd, int sock);
+/* Take every completion; a mask of SHMFD_WAKE_* they carried. */
+unsigned int shmfd__uring_reap(struct shmfd__uring *u);
+/* Post a completion that only makes the ring fd readable. */
+int shmfd__uring_nop(struct shmfd__uring *u);
+/* Are completions waiting (the ring fd readable)? */
+bool shmfd__uring_ready(struct shmfd__uring *u);
 /* Non-blocking: is fd readable or hung up? */
 bool shmfd__fd_ready(int fd);
 /* Non-blocking: has the other end of a socket gone (data may be queued)? */
@@ -154,6 +163,7 @@ struct shmfd__slot {
 	bool fenced;			/* counted in chan.nfenced (thread) */
 	int sock;
 	int pidfd;
+	int wake_sock;			/* ring.c (8): thread stores, sender loads */
 };
 
 struct shmfd_chan {
@@ -309,7 +319,27 @@ struct shmfd_reader {
 	uint64_t extra_lost;		/* blobs skipped since the last message */
 	uint64_t lost_total;		/* msg.lost so far: page.lost */
 	struct shmfd__uring uring;
+	/* shmfd_reader_pollfd (poll.c) */
+	uint8_t poll_mode;		/* SHMFD_POLL_* */
+	int poll_fd;			/* what pollfd returned */
+	int wake_rx;			/* SHMFD_POLL_SOCK: our end of the pair */
+	int wake_tx;			/* ... and a copy of the producer's end */
 };
+
+/* ---- poll.c ---- */
+enum {
+	SHMFD_POLL_NONE = 0,
+	SHMFD_POLL_URING,		/* the io_uring fd, futex wait armed */
+	SHMFD_POLL_SOCK,		/* an epoll fd: wake socket, pidfd, hang-up */
+};
+/* Before recv returns -EAGAIN or -ETIMEDOUT: forget old readiness and
+ * arm for the next message.  1: something is ready after all (look
+ * again); 0: armed; -errno. */
+int shmfd__poll_rearm(struct shmfd_reader *r);
+/* Before recv returns a message or a final error: leave the fd readable
+ * if recv would not say -EAGAIN, armed otherwise. */
+void shmfd__poll_settle(struct shmfd_reader *r, bool final);
+void shmfd__poll_free(struct shmfd_reader *r);
 
 /* ---- blob.c ---- */
 int shmfd__blob_copy(struct shmfd_blob **blobp, const void *data, size_t len);

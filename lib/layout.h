@@ -153,12 +153,19 @@ struct shmfd__reader_page {
 	 * admission thread, for shmfd_chan_stat()); nothing depends on it. */
 	uint64_t lost
 		__attribute__((aligned(SHMFD_CACHELINE)));
+
+	/* Producer (its admission thread), once, when it drops this reader
+	 * (before it closes the reader's socket): a reader that then sees
+	 * the hang-up knows it was dropped, not that the producer died. */
+	uint32_t dropped
+		__attribute__((aligned(SHMFD_CACHELINE)));
 };
 
 static_assert(offsetof(struct shmfd__reader_page, tail) == 64, "layout");
 static_assert(offsetof(struct shmfd__reader_page, wake) == 72, "layout");
 static_assert(offsetof(struct shmfd__reader_page, sleep_pos) == 128, "layout");
 static_assert(offsetof(struct shmfd__reader_page, lost) == 192, "layout");
+static_assert(offsetof(struct shmfd__reader_page, dropped) == 256, "layout");
 static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");
 
 /*
@@ -176,6 +183,7 @@ static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");
 #define SHMFD_MSG_BLOB_FD	4u	/* producer -> reader, one blob's fd */
 #define SHMFD_MSG_STAT_REQ	5u	/* observer -> producer, no fd */
 #define SHMFD_MSG_STATS		6u	/* producer -> observer, no fd */
+#define SHMFD_MSG_POLL_FD	7u	/* reader -> producer, one socket */
 
 /* shmfd__hello.flags, beside SHMFD_FROM_OLDEST: this reader cannot use
  * membarrier(2); it fences itself, and the producer must too (7). */
@@ -216,6 +224,18 @@ struct shmfd__blob_fd {
 	uint64_t size;
 };
 
+/*
+ * A joined reader that wants a pollable fd without io_uring's futex
+ * wait sends, once, one end of a SOCK_SEQPACKET pair.  From then on the
+ * producer sends a 1-byte datagram on it (MSG_DONTWAIT) each time it
+ * wakes this reader (ring.c (3)) and when it closes the channel; the
+ * reader polls the other end.
+ */
+struct shmfd__poll_fd {
+	uint32_t type;			/* SHMFD_MSG_POLL_FD */
+	uint32_t reserved;
+};
+
 struct shmfd__stat_req {
 	uint32_t type;			/* SHMFD_MSG_STAT_REQ */
 	uint32_t version;		/* SHMFD_PROTO_VERSION */
@@ -239,6 +259,7 @@ struct shmfd__stats {
 
 static_assert(sizeof(struct shmfd__hello) == 16, "layout");
 static_assert(sizeof(struct shmfd__stat_req) == 8, "layout");
+static_assert(sizeof(struct shmfd__poll_fd) == 8, "layout");
 static_assert(sizeof(struct shmfd__stats) == 72, "layout");
 static_assert(sizeof(struct shmfd__blob_fd) == 32, "layout");
 static_assert(sizeof(struct shmfd__welcome) == 64, "layout");

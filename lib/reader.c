@@ -25,6 +25,7 @@ static void reader_free(struct shmfd_reader *r)
 		}
 	}
 	shmfd__fdq_clear(r);
+	shmfd__poll_free(r);
 	shmfd__uring_exit(&r->uring);
 	if (r->hdr)
 		munmap((void *)r->hdr, r->map_size);
@@ -44,6 +45,7 @@ static struct shmfd_reader *reader_alloc(void)
 	if (!r)
 		return NULL;
 	r->sock = r->pidfd = r->share_fd = -1;
+	r->poll_fd = r->wake_rx = r->wake_tx = -1;
 	r->held_first = r->held_last = HELD_NONE;
 	for (uint32_t i = 0; i < SHMFD_HELD_MAX; i++)
 		r->held[i].next = (uint16_t)(i + 1 < SHMFD_HELD_MAX ? i + 1
@@ -324,21 +326,16 @@ fail:
 	return ret;
 }
 
-/* Is the producer gone for good?  A hang-up alone does not say: the
- * socket also hangs up when the producer drops us.  The pidfd decides;
- * give an exiting producer a moment to become a zombie. */
+/* Our socket hung up: did the producer drop us, or is it gone?  It
+ * marks our page before it closes a reader it drops (ring.c (8)); any
+ * other hang-up is its exit, whether or not it is a zombie yet. */
 static int gone_reason(struct shmfd_reader *r)
 {
 	if (r->peer_dead || LOAD_ACQUIRE(&r->hdr->closed))
 		return -EPIPE;
-	for (int i = 0; i < 100; i++) {
-		if (shmfd__peer_gone(r->pidfd, r->peer_pid)) {
-			r->peer_dead = true;
-			return -EPIPE;
-		}
-		usleep(10000);
-	}
-	return -ECONNRESET;
+	if (LOAD_ACQUIRE(&r->page->dropped))
+		return -ECONNRESET;
+	return -EPIPE;
 }
 
 static void hold(struct shmfd_reader *r, struct shmfd_msg *msg, uint64_t pos)
@@ -410,18 +407,13 @@ static int recv_blob(struct shmfd_reader *r, struct shmfd_msg *msg,
 	return 0;
 }
 
-SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
-			 int flags, int timeout_ms)
+static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
+		     int flags, int timeout_ms)
 {
 	struct shmfd__taken t;
 	uint64_t deadline = 0;
 	bool have_deadline = false, timed_out = false, sliced;
 	int ret;
-
-	if (!r || !msg || (flags & ~SHMFD_RECV_LATEST))
-		return -EINVAL;
-	if (r->held_count == SHMFD_HELD_MAX)
-		return -ENOBUFS;
 
 	for (;;) {
 		uint32_t v;
@@ -467,11 +459,15 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (timed_out)
 			return -ETIMEDOUT;
 		if (timeout_ms == 0) {
-			if (shmfd__peer_gone(r->pidfd, r->peer_pid)) {
+			/* A polling reader's io_uring watches both already:
+			 * poll.c reaps what it saw. */
+			if (r->poll_mode != SHMFD_POLL_URING &&
+			    shmfd__peer_gone(r->pidfd, r->peer_pid)) {
 				r->peer_dead = true;
 				continue;
 			}
-			if (shmfd__sock_hung_up(r->sock)) {
+			if (r->poll_mode != SHMFD_POLL_URING &&
+			    shmfd__sock_hung_up(r->sock)) {
 				r->hangup = true;
 				continue;
 			}
@@ -507,7 +503,7 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		 * fence is a membarrier, which also covers a producer that
 		 * publishes without one.  Should it fail, sleep in slices. */
 		v = LOAD_ACQUIRE(&r->hdr->futex);
-		STORE_RELAXED(&r->page->sleep_pos, r->pos + 1);
+		STORE_RELEASE(&r->page->sleep_pos, r->pos + 1);	/* (8) */
 		sliced = false;
 		if (r->asym)
 			sliced = shmfd__membarrier() < 0;
@@ -534,6 +530,34 @@ SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if ((mask & SHMFD_WAKE_TIMEOUT) && shmfd__now_ns() >= deadline)
 			timed_out = true;
 	}
+}
+
+SHMFD_API int shmfd_recv(struct shmfd_reader *r, struct shmfd_msg *msg,
+			 int flags, int timeout_ms)
+{
+	int ret, nothing = 0;
+
+	if (!r || !msg || (flags & ~SHMFD_RECV_LATEST))
+		return -EINVAL;
+	if (r->held_count == SHMFD_HELD_MAX)
+		return -ENOBUFS;
+
+	for (;;) {
+		ret = recv_loop(r, msg, flags, timeout_ms);
+		if (r->poll_mode == SHMFD_POLL_NONE)
+			return ret;
+		if (ret != -EAGAIN && ret != -ETIMEDOUT)
+			break;
+		/* poll.c: nothing here, so the poll fd must go quiet and
+		 * stay armed -- unless a message slipped in meanwhile. */
+		if (!nothing)
+			nothing = ret;
+		if (shmfd__poll_rearm(r) != 1)
+			return nothing;
+		timeout_ms = 0;
+	}
+	shmfd__poll_settle(r, ret == -EPIPE || ret == -ECONNRESET);
+	return ret;
 }
 
 SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
@@ -581,13 +605,6 @@ SHMFD_API int shmfd_msg_release(struct shmfd_reader *r, struct shmfd_msg *msg)
 	shmfd__ring_publish_tail(r, r->held_first != HELD_NONE
 				    ? r->held[r->held_first].pos : r->pos);
 	return ret;
-}
-
-SHMFD_API int shmfd_reader_pollfd(struct shmfd_reader *r)
-{
-	if (!r)
-		return -EINVAL;
-	return -EOPNOTSUPP;
 }
 
 SHMFD_API int shmfd_reader_set_spin(struct shmfd_reader *r, unsigned int usec)

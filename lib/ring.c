@@ -96,6 +96,23 @@
  *     after B, it sees nfenced > 0 and fences.  So the sender fences for
  *     every publish a fenced reader could sleep through.
  *
+ * (8) Poll fds (poll.c).  A reader that hands out a pollable fd keeps a
+ *     sleep announced (3) while it is away from recv: before recv says
+ *     -EAGAIN it arms exactly as for a sleep -- load v, store sleep_pos,
+ *     fence or membarrier, re-check head -- but returns instead of
+ *     sleeping.  The producer wakes it as any sleeper: with io_uring the
+ *     FUTEX_WAIT the reader left in flight completes and its ring fd
+ *     turns readable; without, the sender also sends one byte on the
+ *     socket the reader gave it (SHMFD_MSG_POLL_FD), which the reader
+ *     polls.  The thread store-releases that socket in slot.wake_sock,
+ *     then sends one byte on it; shmfd_reader_pollfd waits for that byte
+ *     before it arms.  The reader store-releases sleep_pos and the sender
+ *     load-acquires it before it loads wake_sock, so an arm made after
+ *     the byte is seen together with the socket.  The thread stores
+ *     page.dropped before it closes a dropped reader's socket, so the
+ *     hang-up the reader sees then says it was dropped (-ECONNRESET)
+ *     and not that we died (-EPIPE).
+ *
  * Records never wrap.  When the rest of the data area is too short the
  * producer writes a PAD record up to its end; readers skip it.
  */
@@ -103,6 +120,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #define NO_RESV		UINT64_MAX
 
@@ -345,8 +363,9 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 	}
 
 	/* (2): retire every record we are about to overwrite, then write.
-	 * Reliable readers never look at oldest (their tails keep what they
-	 * read from being overwritten); only a FROM_OLDEST join does.  So
+	 * A LIVE reliable reader is never overtaken by oldest (its tail
+	 * keeps what it reads in place); oldest tells a FROM_OLDEST join
+	 * where to start, and a dropped reader that it was dropped.  So
 	 * retire an eighth of the ring at a time, up to what every reader
 	 * has released: one store to the shared line per chunk, not one
 	 * per message.  Lossy readers need oldest exact. */
@@ -382,6 +401,16 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 	return 0;
 }
 
+/* (8): a reader polling without io_uring learns of a wake here. */
+static inline void wake_sock(const struct shmfd__slot *s)
+{
+	static const char one = 1;
+	int fd = LOAD_ACQUIRE(&s->wake_sock);
+
+	if (fd >= 0)
+		send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /* (3): after publishing, wake every reader that announced a sleep at a
  * position head has now passed, once.  (7): no fence unless a fenced
  * reader is joined. */
@@ -403,10 +432,11 @@ static void wake_readers(struct shmfd_chan *c)
 
 		if (LOAD_ACQUIRE(&s->state) != SLOT_LIVE)
 			continue;
-		sp = LOAD_RELAXED(&s->page->sleep_pos);
+		sp = LOAD_ACQUIRE(&s->page->sleep_pos);
 		if (sp && sp <= c->head && sp != s->woken) {
 			s->woken = sp;
 			wake = true;
+			wake_sock(s);		/* (8) */
 		}
 	}
 	slots_exit(c);
@@ -486,9 +516,18 @@ void shmfd__ring_cancel(struct shmfd_chan *c)
 
 void shmfd__ring_close(struct shmfd_chan *c)
 {
+	uint32_t hi;
+
 	STORE_RELEASE(&c->hdr->closed, 1);
 	STORE_RELEASE(&c->hdr->futex, c->hdr->futex + 1);
 	shmfd__futex_wake(&c->hdr->futex, INT_MAX);
+	/* (8): every polling reader, asleep or not. */
+	slots_enter(c);
+	hi = LOAD_ACQUIRE(&c->slot_hi);
+	for (uint32_t i = 0; i < hi; i++)
+		if (LOAD_ACQUIRE(&c->slots[i].state) == SLOT_LIVE)
+			wake_sock(&c->slots[i]);
+	slots_exit(c);
 }
 
 /* ---- reader side ---- */
@@ -569,26 +608,26 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (h < r->pos || h % SHMFD_REC_ALIGN)
 			return -EPROTO;
 		r->head = h;
-		/* (2) is for lossy readers, and for a reliable reader still
-		 * reading what was published before it joined (FROM_OLDEST):
-		 * the sender may overwrite that before it sees the reader.
-		 * From join_head on, a sender that did not see us LIVE saw a
-		 * head the join point covers (5), so our tail keeps
-		 * everything from pos on in place. */
-		if (r->lossy || p < r->join_head) {
-			o = LOAD_ACQUIRE(&hdr->oldest);
-			if (p < o) {
-				p = o;	/* overrun: skip what was overwritten */
-				t->skipped = true;
-			}
-			if (p >= h) {
-				/* oldest never passes head: an h loaded after
-				 * o must cover it, unless the producer lies. */
-				if (o > LOAD_ACQUIRE(&hdr->head))
-					return -EPROTO;
-				r->head = 0;	/* ours is behind: load it */
-				continue;
-			}
+		/* (2).  A reliable reader's records stay in place from
+		 * join_head on while it is LIVE (its tail holds them), so
+		 * oldest passes it only once the producer has dropped it:
+		 * what it would read may be overwritten, and nothing more
+		 * will come.  Before join_head (FROM_OLDEST) the sender may
+		 * overwrite before it sees us: skip that, as lossy does. */
+		o = LOAD_ACQUIRE(&hdr->oldest);
+		if (p < o) {
+			if (!r->lossy && p >= r->join_head)
+				return -ECONNRESET;
+			p = o;	/* overrun: skip what was overwritten */
+			t->skipped = true;
+		}
+		if (p >= h) {
+			/* oldest never passes head: an h loaded after o
+			 * must cover it, unless the producer lies. */
+			if (o > LOAD_ACQUIRE(&hdr->head))
+				return -EPROTO;
+			r->head = 0;	/* ours is behind: load it */
+			continue;
 		}
 		if (p % SHMFD_REC_ALIGN || h - p > r->size)
 			return -EPROTO;
@@ -605,11 +644,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			t->blob.id = LOAD_RELAXED(&d->id);
 			t->blob.size = LOAD_RELAXED(&d->size);
 		}
-		if (r->lossy || p < r->join_head) {
-			FENCE_ACQUIRE();	/* (2) */
-			if (LOAD_RELAXED(&hdr->oldest) > p)
-				continue;	/* overwritten while we looked */
-		}
+		FENCE_ACQUIRE();	/* (2) */
+		if (LOAD_RELAXED(&hdr->oldest) > p)
+			continue;	/* overwritten while we looked */
 
 		if (type == SHMFD_REC_PAD) {
 			if (off + sizeof(*rec) + len != r->size)
@@ -651,8 +688,7 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 /* (2): was the record at pos overwritten since it was taken? */
 bool shmfd__ring_stale(const struct shmfd_reader *r, uint64_t pos)
 {
-	if (!r->lossy && pos >= r->join_head)
-		return false;	/* nothing past a reliable tail is reused */
+	/* Reliable: only once the producer dropped us (ring_take). */
 	FENCE_ACQUIRE();
 	return LOAD_RELAXED(&r->hdr->oldest) > pos;
 }

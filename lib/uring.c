@@ -18,6 +18,7 @@ enum {
 	UD_SOCK,
 	UD_CANCEL,
 	UD_SEND,
+	UD_NOP,
 };
 
 /* Probed once per process: 0 unknown, 1 yes, -1 no. */
@@ -291,7 +292,7 @@ static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
 	}
 }
 
-static unsigned int reap(struct shmfd__uring *u)
+unsigned int shmfd__uring_reap(struct shmfd__uring *u)
 {
 	struct io_uring_cqe *cqe;
 	unsigned int mask = 0;
@@ -321,23 +322,13 @@ static unsigned int reap(struct shmfd__uring *u)
 }
 
 /*
- * One sleep for three events: IORING_OP_FUTEX_WAIT on the ring word, and
- * polls on the producer's pidfd and our socket, which stay armed across
- * sleeps (they fire at most once: the peer dies once).  A futex wait still
- * in flight when we return (timeout, peer death) is cancelled and reaped,
- * so no operation refers to the word once the caller moves on.
+ * Queue what is not in flight yet of the three waits a reader's sleep
+ * (and its poll fd) rests on; the caller submits.
  */
-int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
-		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns)
+int shmfd__uring_arm(struct shmfd__uring *u, const uint32_t *word,
+		     uint32_t val, int pidfd, int sock)
 {
 	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	unsigned int mask;
-	int ret;
-
-	/* Without a pidfd to poll, only slices can watch the peer. */
-	if (!u->ok || !u->futex_ok || (pidfd < 0 && pid > 0))
-		return sleep_plain(word, val, pidfd, pid, sock, deadline_ns);
 
 	if (pidfd >= 0 && !u->pidfd_armed) {
 		sqe = io_uring_get_sqe(&u->ring);
@@ -363,6 +354,56 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 		io_uring_sqe_set_data64(sqe, UD_FUTEX);
 		u->futex_armed = true;
 	}
+	return 0;
+}
+
+/* A completion that means nothing but "look": makes the ring fd
+ * readable.  Not queued if one is pending already. */
+int shmfd__uring_nop(struct shmfd__uring *u)
+{
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (io_uring_cq_ready(&u->ring))
+		return 0;
+	sqe = io_uring_get_sqe(&u->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, UD_NOP);
+	do {
+		ret = io_uring_submit(&u->ring);
+	} while (ret == -EINTR);
+	return ret < 0 ? ret : 0;
+}
+
+bool shmfd__uring_ready(struct shmfd__uring *u)
+{
+	return io_uring_cq_ready(&u->ring) > 0;
+}
+
+/*
+ * One sleep for three events: IORING_OP_FUTEX_WAIT on the ring word, and
+ * polls on the producer's pidfd and our socket, which stay armed across
+ * sleeps (they fire at most once: the peer dies once).  A futex wait still
+ * in flight when we return (timeout, peer death) is cancelled and reaped,
+ * so no operation refers to the word once the caller moves on.
+ */
+int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
+		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns)
+{
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	unsigned int mask;
+	int ret;
+
+	/* Without a pidfd to poll, only slices can watch the peer. */
+	if (!u->ok || !u->futex_ok || (pidfd < 0 && pid > 0))
+		return sleep_plain(word, val, pidfd, pid, sock, deadline_ns);
+
+	ret = shmfd__uring_arm(u, word, val, pidfd, sock);
+	if (ret < 0)
+		return ret;
 
 	for (;;) {
 		uint64_t now = shmfd__now_ns();
@@ -377,7 +418,7 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 		}
 		ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp,
 						       NULL);
-		mask = reap(u);
+		mask = shmfd__uring_reap(u);
 		if (mask)
 			break;
 		if (ret == -ETIME || (ret >= 0 && shmfd__now_ns() >= deadline_ns)) {
@@ -402,7 +443,7 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 			ret = io_uring_submit_and_wait(&u->ring, 1);
 			if (ret < 0 && ret != -EINTR)
 				return ret;
-			mask |= reap(u) & ~SHMFD_WAKE_FUTEX;
+			mask |= shmfd__uring_reap(u) & ~SHMFD_WAKE_FUTEX;
 		}
 	}
 	return (int)mask;
