@@ -438,7 +438,9 @@ static int map_blob(int fd, size_t size, void **mapp)
  * The fd of the blob record t: 0 and the fd and a read-only mapping;
  * -ENOENT when its fd never came (the reader joined after it was sent,
  * or, lossy, its socket was full); -EPROTO when the fd is not a memfd
- * sealed against every change, of exactly the record's size.
+ * sealed against every change, of exactly the record's size; -ENOMEM
+ * (or another mmap error) when it cannot be mapped.  On those errors the
+ * blob counts as lost (the caller counts -ENOENT itself).
  */
 int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 		     int *fdp, void **mapp)
@@ -473,5 +475,10 @@ int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 	return 0;
 fail:
 	close(fd);
+	/* The record is consumed: the reader will never see this blob.
+	 * Count it in the next message's lost, as one whose fd never came,
+	 * or a reliable reader's stream would have a gap nothing accounts
+	 * for (DESIGN §4.1). */
+	r->extra_lost++;
 	return ret;
 }
