@@ -29,6 +29,10 @@ enum {
 	EV_PIDFD,		/* a joined reader's pidfd */
 };
 
+/* How often a thread that ran out of fds tries to accept again, and
+ * how often it retries unmapping dropped readers' pages. */
+#define LISTEN_RETRY_MS	50
+
 #define EV_DATA(kind, gen, v) \
 	(((uint64_t)(kind) << 56) | ((uint64_t)((gen) & 0xffffff) << 32) | (v))
 
@@ -377,6 +381,8 @@ static void on_reader_msg(struct shmfd_chan *c, uint32_t i)
 		n = shmfd__recv_fds(s->sock, &m, sizeof(m), &fd, &nfds, 1);
 		if (n == -EAGAIN)
 			return;
+		if (n == -EMFILE)
+			continue;	/* our shortage: its pollfd times out */
 		if (n == (int)sizeof(m) && m.type == SHMFD_MSG_POLL_FD &&
 		    nfds == 1 && s->wake_sock < 0 && is_seqpacket_unix(fd)) {
 			static const char one = 1;
@@ -478,6 +484,11 @@ static void on_pending(struct shmfd_chan *c, int fd)
 	if (n == -EAGAIN)
 		return;
 	pending_remove(c, fd);
+	if (n == -EMFILE) {
+		reply_error(c, fd, n);	/* we are out of fds, not it */
+		close(fd);
+		return;
+	}
 	if (n == -EPROTO) {
 		/* Too many fds, or a truncated message: refused, and told
 		 * so, like any other malformed hello (recv_fds closed the
@@ -513,8 +524,22 @@ static void accept_all(struct shmfd_chan *c)
 		int fd = accept4(c->listen_fd, NULL, NULL,
 				 SOCK_CLOEXEC | SOCK_NONBLOCK);
 
+		if (fd < 0 && errno == EINTR)
+			continue;
+		if (fd < 0 && errno != EAGAIN && errno != ECONNABORTED) {
+			/* Out of fds or memory: the connection stays queued
+			 * and the socket readable.  Stop watching it, or the
+			 * level-triggered wait would spin; admit_main looks
+			 * again every LISTEN_RETRY_MS. */
+			struct epoll_event ev = { .events = 0 };
+
+			ev.data.u64 = EV_DATA(EV_LISTEN, 0, 0);
+			epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->listen_fd, &ev);
+			c->listen_paused = true;
+			return;
+		}
 		if (fd < 0)
-			return;		/* EAGAIN, or out of fds: retry later */
+			return;		/* nothing more queued */
 		/* A peer that connects and never speaks holds one of a
 		 * bounded number of places; the oldest gives way. */
 		if (c->npending == ARRAY_SIZE(c->pending)) {
@@ -574,7 +599,7 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 			share_remove(c, fd);
 		return;
 	}
-	if (n < 0 && n != -EPROTO) {
+	if (n < 0 && n != -EPROTO && n != -EMFILE) {
 		share_remove(c, fd);	/* the socket itself failed */
 		return;
 	}
@@ -601,7 +626,8 @@ static void *admit_main(void *arg)
 
 	for (;;) {
 		int n = epoll_wait(c->epfd, evs, ARRAY_SIZE(evs),
-				   c->ndead ? 50 : -1);
+				   c->ndead || c->listen_paused ?
+				   LISTEN_RETRY_MS : -1);
 
 		if (n < 0 && errno != EINTR)
 			return NULL;
@@ -638,6 +664,14 @@ static void *admit_main(void *arg)
 		}
 		if (c->ndead)
 			reclaim_all(c);
+		if (c->listen_paused) {
+			struct epoll_event ev = { .events = EPOLLIN };
+
+			ev.data.u64 = EV_DATA(EV_LISTEN, 0, 0);
+			c->listen_paused = false;
+			epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->listen_fd, &ev);
+			accept_all(c);
+		}
 	}
 }
 

@@ -379,8 +379,8 @@ static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 		int fd, n;
 
 		n = shmfd__recv_fds(r->sock, &m, sizeof(m), &fd, &nfds, 1);
-		if (n == -EPROTO)
-			continue;	/* truncated or odd: already closed */
+		if (n == -EPROTO || n == -EMFILE)
+			continue;	/* odd, or no room for its fd: lost */
 		if (n <= 0)
 			return NULL;	/* nothing now, or hung up */
 		if ((size_t)n != sizeof(m) || m.type != SHMFD_MSG_BLOB_FD ||

@@ -214,6 +214,7 @@ struct shmfd_chan {
 	int pending[64];		/* accepted, hello not yet read */
 	uint32_t npending;		/* pending[] and ndead: thread only */
 	uint32_t ndead;
+	bool listen_paused;		/* accept failed for want of fds */
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
 	uint64_t lost_gone;		/* thread: page.lost of dropped readers */

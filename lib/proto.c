@@ -18,7 +18,10 @@ static void close_fds(int *fds, unsigned int n)
 /*
  * Receive one datagram of at most len bytes and at most maxfds fds.
  * Returns the byte count (0 on orderly hang-up), -EPROTO when the message
- * or its control data was truncated or carried anything but SCM_RIGHTS.
+ * or its control data was truncated or carried anything but SCM_RIGHTS,
+ * -EMFILE when the fds it carried could not all be installed here (the
+ * kernel truncates the control data short of our room: we are out of
+ * fds, and the peer did nothing wrong).
  */
 int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 		    unsigned int *nfds, unsigned int maxfds)
@@ -34,7 +37,7 @@ int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 		.msg_iov = &iov, .msg_iovlen = 1,
 		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 	};
-	unsigned int got = 0;
+	unsigned int got = 0, total = 0;
 	bool bad = false;
 	ssize_t n;
 
@@ -56,6 +59,7 @@ int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		if (k > ARRAY_SIZE(tmp))
 			k = ARRAY_SIZE(tmp);
+		total += (unsigned int)k;
 		memcpy(tmp, CMSG_DATA(cm), k * sizeof(int));
 		for (size_t i = 0; i < k; i++) {
 			if (got < maxfds)
@@ -65,6 +69,11 @@ int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 				bad = true;
 			}
 		}
+	}
+	if (!bad && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == MSG_CTRUNC &&
+	    total < 16) {
+		close_fds(fds, got);
+		return -EMFILE;
 	}
 	if (bad || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
 		close_fds(fds, got);
