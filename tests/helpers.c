@@ -632,25 +632,35 @@ struct shmfd_reader *th_join_at(const char *file, int line, int share_fd,
 	return r;
 }
 
+struct th_async_job {
+	pthread_t thread;
+	int pipe[2];
+	struct shmfd_chan *chan;
+	uint64_t seq;
+	size_t len;
+	int timeout_ms;
+	bool reserve;
+};
+
 static void *async_main(void *arg)
 {
-	struct th_async *a = arg;
+	struct th_async_job *j = arg;
 	int64_t ret;
 	void *buf;
 
-	if (a->reserve) {
-		ret = shmfd_reserve(a->chan, a->len, &buf, a->timeout_ms);
+	if (j->reserve) {
+		ret = shmfd_reserve(j->chan, j->len, &buf, j->timeout_ms);
 		if (ret == 0) {
-			th_fill(buf, a->len, a->seq);
-			ret = shmfd_commit(a->chan, a->len);
+			th_fill(buf, j->len, j->seq);
+			ret = shmfd_commit(j->chan, j->len);
 		}
 	} else {
-		buf = malloc(a->len + 1);
-		th_fill(buf, a->len, a->seq);
-		ret = shmfd_send(a->chan, buf, a->len, a->timeout_ms);
+		buf = malloc(j->len + 1);
+		th_fill(buf, j->len, j->seq);
+		ret = shmfd_send(j->chan, buf, j->len, j->timeout_ms);
 		free(buf);
 	}
-	if (write(a->pipe[1], &ret, sizeof(ret)) != sizeof(ret))
+	if (write(j->pipe[1], &ret, sizeof(ret)) != sizeof(ret))
 		abort();
 	return NULL;
 }
@@ -658,34 +668,42 @@ static void *async_main(void *arg)
 void th_async_send(struct th_async *a, struct shmfd_chan *chan, uint64_t seq,
 		   size_t len, int timeout_ms, bool reserve)
 {
+	struct th_async_job *j = calloc(1, sizeof(*j));
 	int err;
 
-	a->chan = chan;
-	a->seq = seq;
-	a->len = len;
-	a->timeout_ms = timeout_ms;
-	a->reserve = reserve;
-	expect(pipe2(a->pipe, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
-	err = pthread_create(&a->thread, NULL, async_main, a);
+	expect(j, "calloc: out of memory");
+	j->chan = chan;
+	j->seq = seq;
+	j->len = len;
+	j->timeout_ms = timeout_ms;
+	j->reserve = reserve;
+	a->job = j;
+	expect(pipe2(j->pipe, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+	err = pthread_create(&j->thread, NULL, async_main, j);
 	expect(err == 0, "pthread_create: %s", strerror(err));
 }
 
 bool th_async_done(struct th_async *a, int ms)
 {
-	return th_readable(a->pipe[0], ms);
+	return th_readable(a->job->pipe[0], ms);
 }
 
+/* A test that fails before it joins leaves the job, its pipe and its
+ * thread behind: the failure is reported, and nothing dangles. */
 int th_async_join(struct th_async *a)
 {
+	struct th_async_job *j = a->job;
 	int64_t ret;
 
-	expect(th_readable(a->pipe[0], DEADLINE_MS), "a send in another "
+	expect(th_readable(j->pipe[0], DEADLINE_MS), "a send in another "
 	       "thread still blocked after %d ms", DEADLINE_MS);
-	expect(read(a->pipe[0], &ret, sizeof(ret)) == sizeof(ret),
+	expect(read(j->pipe[0], &ret, sizeof(ret)) == sizeof(ret),
 	       "read send result: %s", strerror(errno));
-	pthread_join(a->thread, NULL);
-	close(a->pipe[0]);
-	close(a->pipe[1]);
+	pthread_join(j->thread, NULL);
+	close(j->pipe[0]);
+	close(j->pipe[1]);
+	free(j);
+	a->job = NULL;
 	return (int)ret;
 }
 

@@ -222,15 +222,14 @@ struct shmfd_reader *th_join_at(const char *file, int line, int share_fd,
 				int flags);
 
 /* A send (or reserve+commit) of message seq in another thread, for
- * sends expected to block: the main thread watches and then joins. */
+ * sends expected to block: the main thread watches and then joins.  The
+ * thread's state lives on the heap, not in the caller's frame: under
+ * CK_FORK=no a failed check leaves the test function while the send may
+ * still be blocked, and the thread must not then write into a frame the
+ * next test reuses. */
+struct th_async_job;
 struct th_async {
-	pthread_t thread;
-	int pipe[2];
-	struct shmfd_chan *chan;
-	uint64_t seq;
-	size_t len;
-	int timeout_ms;
-	bool reserve;
+	struct th_async_job *job;
 };
 void th_async_send(struct th_async *a, struct shmfd_chan *chan, uint64_t seq,
 		   size_t len, int timeout_ms, bool reserve);
