@@ -154,6 +154,7 @@ struct shmfd__slot {
 	bool fenced;			/* counted in chan.nfenced (thread) */
 	int sock;
 	int pidfd;
+	pid_t pid;			/* watched by kill(2) if pidfd is -1 */
 };
 
 struct shmfd_chan {
@@ -204,6 +205,7 @@ struct shmfd_chan {
 	int pending[64];		/* accepted, hello not yet read */
 	uint32_t npending;		/* pending[] and ndead: thread only */
 	uint32_t ndead;
+	bool watch_pids;		/* thread: no pidfds, poll readers' pids */
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
 	uint64_t lost_gone;		/* thread: page.lost of dropped readers */
