@@ -23,10 +23,24 @@
 #include <string.h>
 #include <sys/types.h>
 
-#define TEST_TIMEOUT_S	60	/* Check's limit for one test */
+/*
+ * SHMFD_TEST_SLOWDOWN, a whole number (make check-valgrind sets it):
+ * how many times slower than native this run may be.  It stretches the
+ * bounds below, which only say how long to wait before calling a test
+ * hung; what a test asserts stays the same.
+ */
+int th_slowdown(void);
+/* Check's limit for one test, in seconds. */
+#define TEST_TIMEOUT_S	(60 * th_slowdown())
 /* How long to wait for a child, handshake or wake-up that may never come. */
-#define DEADLINE_MS	30000
+#define DEADLINE_MS	(30000 * th_slowdown())
 #define CHILD_FAILED	101	/* exit status: a child's check failed */
+/* A process's exit status when valgrind found errors in it
+ * (tests/valgrind.sh: --error-exitcode). */
+#define VALGRIND_FAILED	99
+
+/* Is this process running under valgrind? */
+bool th_under_valgrind(void);
 
 /* True in a process forked by th_spawn(): failures _exit() there. */
 extern bool th_in_child;

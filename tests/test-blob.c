@@ -1806,13 +1806,6 @@ START_TEST(test_lossy_socket_full)
 }
 END_TEST
 
-static bool under_valgrind(void)
-{
-	const char *p = getenv("LD_PRELOAD");
-
-	return p && strstr(p, "vgpreload");
-}
-
 static Suite *blob_suite(void)
 {
 	Suite *s = suite_create("blob");
@@ -1859,7 +1852,7 @@ static Suite *blob_suite(void)
 		snprintf(big_skip, sizeof(big_skip), "the 1 GiB blob test "
 			 "needs %d KiB MemAvailable, this machine has %ld",
 			 BIG_NEED_KIB, avail);
-	else if (under_valgrind())
+	else if (th_under_valgrind())
 		snprintf(big_skip, sizeof(big_skip), "the 1 GiB blob test "
 			 "does not run under valgrind");
 	if (big_skip[0])
