@@ -35,6 +35,9 @@ int th_slowdown(void);
 /* How long to wait for a child, handshake or wake-up that may never come. */
 #define DEADLINE_MS	(30000 * th_slowdown())
 #define CHILD_FAILED	101	/* exit status: a child's check failed */
+/* A window in which something must not happen (a send stays blocked),
+ * stretched as much, so a slow run watches as long as a native one. */
+#define TH_MS(ms)	((ms) * th_slowdown())
 /* A process's exit status when valgrind found errors in it
  * (tests/valgrind.sh: --error-exitcode). */
 #define VALGRIND_FAILED	99

@@ -1043,8 +1043,8 @@ START_TEST(test_send_fails)
 		shmfd_blob_free(b);
 		/* A blob of shmfd_send, blocked on the full socket... */
 		th_async_send(&as, chan, n + 1, 2 * KiB, DEADLINE_MS, false);
-		ck_assert_msg(!th_async_done(&as, 100), "a blob send to a full "
-			      "socket returned at once");
+		ck_assert_msg(!th_async_done(&as, TH_MS(100)), "a blob send "
+			      "to a full socket returned at once");
 		/* ... until its only reader dies. */
 		kill(c.pid, SIGKILL);
 		expect_signal(c.pid, SIGKILL);
