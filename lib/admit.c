@@ -246,13 +246,15 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 		ret = -EPROTO;
 		goto refuse;
 	}
-	/* Without pidfds (before Linux 5.3) only the socket's hang-up
-	 * tells that a reader left. */
+	/* Without pidfds (before Linux 5.3, or under valgrind) the thread
+	 * polls the reader's pid: check_pids(). */
 	pidfd = shmfd__pidfd_open(pid);
 	if (pidfd < 0 && errno != ENOSYS) {
 		ret = shmfd__neg_errno();
 		goto refuse;
 	}
+	if (pidfd < 0)
+		c->watch_pids = true;
 	ret = find_free_slot(c, &idx);
 	if (ret < 0)
 		goto refuse;
@@ -268,6 +270,7 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	s->sock = sock;
 	s->pidfd = pidfd;
 	STORE_RELAXED(&s->wake_sock, -1);
+	s->pid = pid;
 	STORE_RELAXED(&s->start, start);
 	STORE_RELEASE(&page->tail, start);
 
@@ -619,15 +622,47 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	join(c, fds[1], fds[0], h.flags, false);
 }
 
+/*
+ * A reader that dies while a process it forked holds copies of its
+ * socket never hangs up: without a pidfd, only its pid tells.  Looked at
+ * every SHMFD_FALLBACK_SLICE_MS, as a reader without pidfds looks at the
+ * producer's (uring.c).  A zombie still counts as alive until reaped.
+ */
+static void check_pids(struct shmfd_chan *c)
+{
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct shmfd__slot *s = &c->slots[i];
+
+		if (LOAD_RELAXED(&s->state) == SLOT_LIVE && s->pidfd < 0 &&
+		    shmfd__peer_gone(-1, s->pid))
+			drop(c, i);
+	}
+}
+
+static int wait_ms(const struct shmfd_chan *c, uint64_t pids_due)
+{
+	int ms = c->ndead || c->listen_paused ? LISTEN_RETRY_MS : -1;
+
+	if (c->watch_pids) {
+		uint64_t now = shmfd__now_ns();
+		int left = pids_due > now ?
+			   (int)((pids_due - now + 999999) / 1000000) : 0;
+
+		if (ms < 0 || left < ms)
+			ms = left;
+	}
+	return ms;
+}
+
 static void *admit_main(void *arg)
 {
 	struct shmfd_chan *c = arg;
 	struct epoll_event evs[16];
+	uint64_t pids_due = 0;
 
 	for (;;) {
 		int n = epoll_wait(c->epfd, evs, ARRAY_SIZE(evs),
-				   c->ndead || c->listen_paused ?
-				   LISTEN_RETRY_MS : -1);
+				   wait_ms(c, pids_due));
 
 		if (n < 0 && errno != EINTR)
 			return NULL;
@@ -661,6 +696,11 @@ static void *admit_main(void *arg)
 				drop(c, v);
 				break;
 			}
+		}
+		if (c->watch_pids && shmfd__now_ns() >= pids_due) {
+			check_pids(c);
+			pids_due = shmfd__now_ns() +
+				   SHMFD_FALLBACK_SLICE_MS * 1000000ull;
 		}
 		if (c->ndead)
 			reclaim_all(c);

@@ -164,6 +164,7 @@ struct shmfd__slot {
 	int sock;
 	int pidfd;
 	int wake_sock;			/* ring.c (8): thread stores, sender loads */
+	pid_t pid;			/* watched by kill(2) if pidfd is -1 */
 };
 
 struct shmfd_chan {
@@ -215,6 +216,7 @@ struct shmfd_chan {
 	uint32_t npending;		/* pending[] and ndead: thread only */
 	uint32_t ndead;
 	bool listen_paused;		/* accept failed for want of fds */
+	bool watch_pids;		/* thread: no pidfds, poll readers' pids */
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
 	uint64_t lost_gone;		/* thread: page.lost of dropped readers */

@@ -83,7 +83,12 @@ fail:
 	return ret;
 }
 
-/* Wait for the welcome; a dead producer (pidfd) ends the wait early. */
+/*
+ * Wait for the welcome; a dead producer (pidfd) ends the wait early.
+ * Without pidfds (ENOSYS) its pid is looked at every
+ * SHMFD_FALLBACK_SLICE_MS instead: a process it forked may hold the share
+ * fd, so no hang-up would tell.
+ */
 static int await_welcome(struct shmfd_reader *r, int sock, int pidfd,
 			 struct shmfd__welcome *w, int *ring_fd)
 {
@@ -98,17 +103,21 @@ again:
 			{ .fd = pidfd, .events = POLLIN },
 		};
 		uint64_t now = shmfd__now_ns();
+		int ms;
 
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		n = poll(p, 2, (int)((deadline - now) / 1000000 + 1));
+		ms = (int)((deadline - now) / 1000000 + 1);
+		if (pidfd < 0 && ms > SHMFD_FALLBACK_SLICE_MS)
+			ms = SHMFD_FALLBACK_SLICE_MS;
+		n = poll(p, 2, ms);
 		if (n < 0 && errno != EINTR)
 			return shmfd__neg_errno();
-		if (n <= 0)
-			continue;
-		if (p[0].revents)
+		if (n > 0 && p[0].revents)
 			break;
-		if (p[1].revents)
+		if (n > 0 && p[1].revents)
+			return -EPIPE;
+		if (pidfd < 0 && shmfd__peer_gone(-1, r->peer_pid))
 			return -EPIPE;
 	}
 	nfds = 0;

@@ -23,10 +23,27 @@
 #include <string.h>
 #include <sys/types.h>
 
-#define TEST_TIMEOUT_S	60	/* Check's limit for one test */
+/*
+ * SHMFD_TEST_SLOWDOWN, a whole number (make check-valgrind sets it):
+ * how many times slower than native this run may be.  It stretches the
+ * bounds below, which only say how long to wait before calling a test
+ * hung; what a test asserts stays the same.
+ */
+int th_slowdown(void);
+/* Check's limit for one test, in seconds. */
+#define TEST_TIMEOUT_S	(60 * th_slowdown())
 /* How long to wait for a child, handshake or wake-up that may never come. */
-#define DEADLINE_MS	30000
+#define DEADLINE_MS	(30000 * th_slowdown())
 #define CHILD_FAILED	101	/* exit status: a child's check failed */
+/* A window in which something must not happen (a send stays blocked),
+ * stretched as much, so a slow run watches as long as a native one. */
+#define TH_MS(ms)	((ms) * th_slowdown())
+/* A process's exit status when valgrind found errors in it
+ * (tests/valgrind.sh: --error-exitcode). */
+#define VALGRIND_FAILED	99
+
+/* Is this process running under valgrind? */
+bool th_under_valgrind(void);
 
 /* True in a process forked by th_spawn(): failures _exit() there. */
 extern bool th_in_child;
@@ -222,15 +239,14 @@ struct shmfd_reader *th_join_at(const char *file, int line, int share_fd,
 				int flags);
 
 /* A send (or reserve+commit) of message seq in another thread, for
- * sends expected to block: the main thread watches and then joins. */
+ * sends expected to block: the main thread watches and then joins.  The
+ * thread's state lives on the heap, not in the caller's frame: under
+ * CK_FORK=no a failed check leaves the test function while the send may
+ * still be blocked, and the thread must not then write into a frame the
+ * next test reuses. */
+struct th_async_job;
 struct th_async {
-	pthread_t thread;
-	int pipe[2];
-	struct shmfd_chan *chan;
-	uint64_t seq;
-	size_t len;
-	int timeout_ms;
-	bool reserve;
+	struct th_async_job *job;
 };
 void th_async_send(struct th_async *a, struct shmfd_chan *chan, uint64_t seq,
 		   size_t len, int timeout_ms, bool reserve);

@@ -1043,8 +1043,8 @@ START_TEST(test_send_fails)
 		shmfd_blob_free(b);
 		/* A blob of shmfd_send, blocked on the full socket... */
 		th_async_send(&as, chan, n + 1, 2 * KiB, DEADLINE_MS, false);
-		ck_assert_msg(!th_async_done(&as, 100), "a blob send to a full "
-			      "socket returned at once");
+		ck_assert_msg(!th_async_done(&as, TH_MS(100)), "a blob send "
+			      "to a full socket returned at once");
 		/* ... until its only reader dies. */
 		kill(c.pid, SIGKILL);
 		expect_signal(c.pid, SIGKILL);
@@ -1874,13 +1874,6 @@ START_TEST(test_blob_no_room)
 }
 END_TEST
 
-static bool under_valgrind(void)
-{
-	const char *p = getenv("LD_PRELOAD");
-
-	return p && strstr(p, "vgpreload");
-}
-
 static Suite *blob_suite(void)
 {
 	Suite *s = suite_create("blob");
@@ -1917,7 +1910,7 @@ static Suite *blob_suite(void)
 	tcase_add_loop_test(tc, test_latest_skips_blobs, 0, 2);
 	tcase_add_test(tc, test_lossy_socket_full);
 	/* valgrind's own mappings cannot live under RLIMIT_AS. */
-	if (under_valgrind())
+	if (th_under_valgrind())
 		th_skip("the blob without address space test does not run "
 			"under valgrind");
 	else
@@ -1933,7 +1926,7 @@ static Suite *blob_suite(void)
 		snprintf(big_skip, sizeof(big_skip), "the 1 GiB blob test "
 			 "needs %d KiB MemAvailable, this machine has %ld",
 			 BIG_NEED_KIB, avail);
-	else if (under_valgrind())
+	else if (th_under_valgrind())
 		snprintf(big_skip, sizeof(big_skip), "the 1 GiB blob test "
 			 "does not run under valgrind");
 	if (big_skip[0])

@@ -367,8 +367,8 @@ START_TEST(test_reader_killed)
 		th_async_send(&async, chan, n + 1, KiB, -1, false);
 	} else {
 		th_async_send(&async, chan, n + 1, KiB, -1, false);
-		ck_assert_msg(!th_async_done(&async, 200), "send into a ring "
-			      "held full by a reader returned %d",
+		ck_assert_msg(!th_async_done(&async, TH_MS(200)), "send into "
+			      "a ring held full by a reader returned %d",
 			      th_async_join(&async));
 		kill(h.pid, SIGKILL);
 		expect_signal(h.pid, SIGKILL);
@@ -468,8 +468,9 @@ START_TEST(test_reader_gone_child_holds_fds)
 	kid = (pid_t)th_get(h.sock);
 	th_track(kid);
 	th_async_send(&async, chan, n + 1, KiB, -1, false);
-	ck_assert_msg(!th_async_done(&async, 200), "send into a ring held "
-		      "full by a reader returned %d", th_async_join(&async));
+	ck_assert_msg(!th_async_done(&async, TH_MS(200)), "send into a ring "
+		      "held full by a reader returned %d",
+		      th_async_join(&async));
 	if (_i == 0) {
 		th_put(h.sock, 1);		/* close the reader */
 		expect_eq(th_get(h.sock), 2);

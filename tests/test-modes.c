@@ -432,7 +432,7 @@ START_TEST(test_wake_for_need)
 	a.n = send_until_full(chan, 1);
 	th_async_send(&as, chan, a.n + 1, KiB, -1, false);
 	/* Asleep for space before the reader frees any. */
-	expect(!th_async_done(&as, 300), "a send into a full ring returned");
+	expect(!th_async_done(&as, TH_MS(300)), "a send into a full ring returned");
 	th_put(c.sock, (int64_t)a.n);
 	expect_eq(th_get(c.sock), 2);
 	expect_eq(th_async_join(&as), 0);
@@ -554,8 +554,8 @@ START_TEST(test_reliable_backpressure)
 
 	/* Forever: blocked until the slow reader releases. */
 	th_async_send(&async, chan, k + 1, KiB, -1, _i == 1);
-	ck_assert_msg(!th_async_done(&async, 200), "a send into a full ring "
-		      "returned %d while every message was unread",
+	ck_assert_msg(!th_async_done(&async, TH_MS(200)), "a send into a "
+		      "full ring returned %d while every message was unread",
 		      th_async_join(&async));
 	th_put(slow.sock, (int64_t)(k + 1));
 	expect_eq(th_async_join(&async), 0);

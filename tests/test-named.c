@@ -350,7 +350,7 @@ static struct shmfd_stat stat_readers(const char *name, uint32_t n)
 {
 	struct shmfd_stat st;
 
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 1000 * th_slowdown(); i++) {
 		st = stat_ok(name);
 		if (st.readers == n)
 			return st;
