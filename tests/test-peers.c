@@ -1,415 +1,286 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Peers that break the protocol (DESIGN §4.2, §4.3 for the ring): a fake
- * producer that hands out a ring memfd without seals, of the wrong size,
- * or not a memfd at all, or a blob fd that is unsealed, short, long,
- * missing one of its seals or a pipe; a fake reader whose page is unsealed
- * or short.  The victim refuses with -EPROTO, keeps no fd, and goes on:
- * the producer serves a well-behaved reader, the reader takes the next
- * messages.  The fakes speak the handshake and ring of lib/layout.h by
- * hand.
+ * Peers that break the protocol (DESIGN §4.2, §4.3), played by the peer
+ * kit (peerkit.h), which speaks shmfd-protocol(7) as the page writes it.
+ * Each case breaks one rule; the library is the victim and must answer
+ * with a clear -errno (-EPROTO for a protocol violation), never crash,
+ * never hang (a watchdog aborts a victim stuck in the library), keep no
+ * fd of what it refused (counted before and after), and go on serving
+ * the well-behaved peers: a good reader joined beside a bad one keeps
+ * receiving, a producer goes on admitting readers, a reader refused by a
+ * bad producer still joins a good one.  The "good" case of each table
+ * proves the kit itself right, so that each refusal is for the one
+ * defect the case adds.
  */
 #define _GNU_SOURCE
 #include "config.h"
 
 #include <fcntl.h>
-#include <pthread.h>
-#include <limits.h>
-#include <linux/futex.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <shmfd.h>
 
 #include "helpers.h"
-#include "../lib/layout.h"
+#include "peerkit.h"
 
-#define NAME	"peers"
-#define RING	(64u * 1024u)
+#define NAME		"peers"
+#define RING		(64u * 1024u)
+#define WATCHDOG_S	(TEST_TIMEOUT_S / 2)
 
-static void send_with_fds(int sock, const void *buf, size_t len,
-			  const int *fds, int nfds)
+/* A reader of this process that a bad producer refused still joins a
+ * good channel and receives from it. */
+static void expect_still_served(void)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct shmfd_reader *r = th_join(share, 0);
+	struct shmfd_msg m;
+	char buf[100];
 
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	expect_sys(sendmsg(sock, &mh, MSG_NOSIGNAL));
+	th_fill(buf, sizeof(buf), 1);
+	expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	expect_next(r, &m, 1);
+	shmfd_reader_close(r);
+	close(share);
+	shmfd_chan_close(chan);
 }
 
-/*
- * A memfd whose content is right -- a valid ring header or reader page --
- * so that the one defect under test (seals, size, type) is what the
- * victim has to catch.
- */
-static int memfd(size_t size, int seals, bool ring)
-{
-	int fd = (int)expect_sys(memfd_create("fake", MFD_CLOEXEC |
-					      MFD_ALLOW_SEALING));
-	size_t n = size < 4096 ? size : 4096;
-	uint8_t *p;
+/* ==== a bad producer at the handshake ==== */
 
-	expect_sys(ftruncate(fd, (off_t)size));
-	p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	expect(p != MAP_FAILED, "mmap: %s", strerror(errno));
-	if (ring) {
-		struct shmfd__ring_hdr *h = (void *)p;
-
-		h->magic = SHMFD_RING_MAGIC;
-		h->version = SHMFD_PROTO_VERSION;
-		h->hdr_size = SHMFD_HDR_SIZE;
-		h->ring_size = RING;
-		h->max_inline = RING / 4;
-		h->producer_pid = getpid();
-	} else if (n >= sizeof(struct shmfd__reader_page)) {
-		struct shmfd__reader_page *pg = (void *)p;
-
-		pg->magic = SHMFD_RPAGE_MAGIC;
-		pg->version = SHMFD_PROTO_VERSION;
-	}
-	munmap(p, n);
-	if (seals)
-		expect_sys(fcntl(fd, F_ADD_SEALS, seals));
-	return fd;
-}
-
-/* ---- a fake producer ---- */
-
-enum bad_ring {
-	RING_UNSEALED,		/* no seals at all */
-	RING_NO_SHRINK,		/* everything but F_SEAL_SHRINK: SIGBUS trap */
-	RING_WRITABLE,		/* no WRITE or FUTURE_WRITE seal */
-	RING_SHORT,		/* sealed, but smaller than announced */
-	RING_PIPE,		/* not a memfd */
-	RING_BAD_MAGIC,		/* sealed and sized, wrong header */
-	RING_NO_FD,		/* a welcome that says 0 but carries nothing */
-	RING_BAD_SIZE,		/* ring_size not a power of two */
-	RING_CASES,
-	RING_GOOD = RING_CASES,	/* proves the fake is otherwise right */
+enum {
+	HS_GOOD,		/* a ring as the page says */
+	HS_UNSEALED,		/* no seals at all */
+	HS_NO_SHRINK,		/* all but F_SEAL_SHRINK: the SIGBUS trap */
+	HS_WRITABLE,		/* neither WRITE nor FUTURE_WRITE */
+	HS_SHORT,		/* sealed, a page shorter than announced */
+	HS_PIPE,		/* not a memfd */
+	HS_BAD_MAGIC,		/* sealed and sized, another magic */
+	HS_NO_FD,		/* status 0 and no ring */
+	HS_BAD_SIZE,		/* ring_size not a power of two */
+	HS_COUNT
 };
 
-static int fake_ring(enum bad_ring how, int *extra)
-{
-	const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
-			F_SEAL_SEAL;
-	size_t size = SHMFD_HDR_SIZE + RING;
-	int fd, p[2];
+static const struct {
+	const char *what;
+	int want;
+} hs_cases[HS_COUNT] = {
+	[HS_GOOD]	= { "good ring", 0 },
+	[HS_UNSEALED]	= { "unsealed ring", -EPROTO },
+	[HS_NO_SHRINK]	= { "ring without F_SEAL_SHRINK", -EPROTO },
+	[HS_WRITABLE]	= { "ring without a write seal", -EPROTO },
+	[HS_SHORT]	= { "ring file shorter than announced", -EPROTO },
+	[HS_PIPE]	= { "pipe for a ring", -EPROTO },
+	[HS_BAD_MAGIC]	= { "ring header with a wrong magic", -EPROTO },
+	[HS_NO_FD]	= { "welcome without the ring", -EPROTO },
+	[HS_BAD_SIZE]	= { "welcome ring_size not a power of two", -EPROTO },
+};
 
-	*extra = -1;
+/* Listen on NAME, take one hello, answer as case how says; stay until
+ * the test has seen the reader decide. */
+static int hs_producer(int ctl, void *arg)
+{
+	int how = (int)(intptr_t)arg;
+	size_t file = 0;
+	int seals = -1, lfd, conn, fds[4], nfds, send_fd[1], nsend = 1;
+	int pfd[2] = { -1, -1 };
+	struct pk_welcome w;
+	struct pk_hello h;
+	struct pk_ring r;
+
 	switch (how) {
-	case RING_UNSEALED:
-		return memfd(size, 0, true);
-	case RING_NO_SHRINK:
-		return memfd(size, all & ~F_SEAL_SHRINK, true);
-	case RING_WRITABLE:
-		return memfd(size, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL,
-			     true);
-	case RING_SHORT:
-		return memfd(size - 4096, all, true);
-	case RING_PIPE:
-		expect_sys(pipe2(p, O_CLOEXEC));
-		*extra = p[1];
-		return p[0];
-	case RING_BAD_MAGIC:
-		fd = memfd(size, 0, false);	/* a page's content */
-		expect_sys(fcntl(fd, F_ADD_SEALS, all));
-		return fd;
-	case RING_GOOD:
-		return memfd(size, all, true);
+	case HS_UNSEALED:
+		seals = 0;
+		break;
+	case HS_NO_SHRINK:
+		seals = PK_RING_SEALS & ~F_SEAL_SHRINK;
+		break;
+	case HS_WRITABLE:
+		seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+		break;
+	case HS_SHORT:
+		file = PK_HDR_SIZE + RING - 4096;
+		break;
 	default:
-		return -1;
+		break;
 	}
-}
-
-/* Listen on NAME, say so on ctl, accept one reader and take its hello:
- * the connection the welcome and everything after it go on. */
-static int fake_accept(int ctl)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char buf[64];
-	int lfd, conn;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", th_dir(), NAME);
-	lfd = (int)expect_sys(socket(AF_UNIX, SOCK_SEQPACKET, 0));
-	expect_sys(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)));
-	expect_sys(listen(lfd, 4));
-	th_put(ctl, 1);
-	conn = (int)expect_sys(accept(lfd, NULL, NULL));
-	expect_sys(recv(conn, buf, sizeof(buf), 0));	/* the hello */
-	close(lfd);
-	return conn;
-}
-
-static struct shmfd__welcome fake_welcome(void)
-{
-	struct shmfd__welcome w = {
-		.type = SHMFD_MSG_WELCOME,
-		.version = SHMFD_PROTO_VERSION,
-		.ring_size = RING,
-		.max_inline = RING / 4,
-		.start_pos = 0,
-		.start_seq = 1,
-		.join_head = 0,
-		.producer_pid = getpid(),
-	};
-
-	return w;
-}
-
-static int fake_producer(int ctl, void *arg)
-{
-	enum bad_ring how = (enum bad_ring)(intptr_t)arg;
-	struct shmfd__welcome w = fake_welcome();
-	int conn, ring, extra;
-
-	if (how == RING_BAD_SIZE)
+	pk_ring_init(&r, RING, 0, file, seals);
+	if (how == HS_BAD_MAGIC)
+		r.hdr->magic = PK_PAGE_MAGIC;	/* a reader page's */
+	w = pk_welcome_at_head(&r);
+	send_fd[0] = r.fd;
+	if (how == HS_PIPE) {
+		expect_sys(pipe2(pfd, O_CLOEXEC));
+		send_fd[0] = pfd[0];
+	} else if (how == HS_NO_FD) {
+		nsend = 0;
+	} else if (how == HS_BAD_SIZE) {
 		w.ring_size = RING + 4096;
-	conn = fake_accept(ctl);
-	if (how == RING_NO_FD || how == RING_BAD_SIZE) {
-		send_with_fds(conn, &w, sizeof(w), NULL, 0);
-	} else {
-		ring = fake_ring(how, &extra);
-		send_with_fds(conn, &w, sizeof(w), &ring, 1);
 	}
-	/* Stay until the reader has decided. */
+
+	lfd = pk_listen(NAME);
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	pk_take_hello(conn, &h, fds, &nfds);
+	pk_close_fds(fds, nfds);
+	expect_eq(pk_send(conn, &w, sizeof(w), send_fd, nsend), 0);
 	th_get(ctl);
+	pk_close_fds(pfd, 2);
+	pk_ring_free(&r);
+	close(conn);
+	close(lfd);
 	return 0;
 }
 
-START_TEST(test_bad_producer)
+START_TEST(test_bad_producer_handshake)
 {
-	struct th_child c = th_spawn(fake_producer, (void *)(intptr_t)_i, 0);
+	struct th_child c = th_spawn(hs_producer, (void *)(intptr_t)_i, 0);
 	struct shmfd_reader *r = NULL;
-	int before;
+	struct shmfd_msg m;
+	struct pk_victim v;
+	int ret;
 
 	th_get(c.sock);
-	before = th_fd_count();
-	expect_err(shmfd_reader_open(&r, NAME, 0), EPROTO);
-	ck_assert_ptr_null(r);
-	/* The memfd it was handed is not kept either. */
-	ck_assert_int_eq(th_fd_count(), before);
-	ck_assert_int_eq(th_fds_matching("memfd:"), 0);
+	pk_victim_begin(&v, hs_cases[_i].what, WATCHDOG_S);
+	ret = shmfd_reader_open(&r, NAME, 0);
+	ck_assert_msg(ret == hs_cases[_i].want, "%s: shmfd_reader_open = %d "
+		      "(%s), expected %d (%s)", hs_cases[_i].what, ret,
+		      th_strerr(ret), hs_cases[_i].want,
+		      th_strerr(hs_cases[_i].want));
+	if (ret == 0) {
+		expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+		shmfd_reader_close(r);
+	} else {
+		ck_assert_ptr_null(r);
+	}
+	pk_victim_end(&v);
 	th_put(c.sock, 0);
 	expect_exit(c.pid, 0);
 	close(c.sock);
+	expect_still_served();
 }
 END_TEST
 
-/* ---- a fake producer that sends blobs ---- */
+/* ==== a bad producer's blobs ==== */
 
-enum bad_blob {
+enum {
+	BLOB_GOOD,		/* the control */
 	BLOB_UNSEALED,		/* a memfd of the right size, no seals */
 	BLOB_SHORT,		/* sealed, shorter than the record says */
 	BLOB_LONG,		/* sealed, longer than the record says */
 	BLOB_FUTURE_WRITE,	/* FUTURE_WRITE, not WRITE: its maker writes */
 	BLOB_NO_WRITE,		/* SHRINK|GROW|SEAL: anyone writes */
-	BLOB_NO_SHRINK,		/* WRITE|GROW|SEAL: SIGBUS trap */
+	BLOB_NO_SHRINK,		/* WRITE|GROW|SEAL: the SIGBUS trap */
 	BLOB_NO_SEAL,		/* WRITE|SHRINK|GROW: seals could be added */
 	BLOB_PIPE,		/* not a memfd */
-	BLOB_CASES,
-	BLOB_GOOD = BLOB_CASES,	/* proves the fake is otherwise right */
-	BLOB_NO_FD,		/* a record whose fd never came: lost */
-	BLOB_ALL,
+	BLOB_NO_MSG,		/* a record whose fd message never came */
+	BLOB_COUNT
+};
+
+static const struct {
+	const char *what;
+	int want;		/* recv of the bad blob; 1: lost, not refused */
+} blob_cases[BLOB_COUNT] = {
+	[BLOB_GOOD]		= { "good blob", 0 },
+	[BLOB_UNSEALED]		= { "unsealed blob", -EPROTO },
+	[BLOB_SHORT]		= { "blob shorter than its record", -EPROTO },
+	[BLOB_LONG]		= { "blob longer than its record", -EPROTO },
+	[BLOB_FUTURE_WRITE]	= { "blob sealed FUTURE_WRITE only", -EPROTO },
+	[BLOB_NO_WRITE]		= { "blob without a write seal", -EPROTO },
+	[BLOB_NO_SHRINK]	= { "blob without F_SEAL_SHRINK", -EPROTO },
+	[BLOB_NO_SEAL]		= { "blob without F_SEAL_SEAL", -EPROTO },
+	[BLOB_PIPE]		= { "pipe for a blob", -EPROTO },
+	[BLOB_NO_MSG]		= { "blob record without its fd", 1 },
 };
 
 #define BLOB_SIZE	(3 * 4096 + 100)
-#define BLOB_SEALS	(F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | \
-			 F_SEAL_SEAL)
 #define INLINE_LEN	100
 
-/* A ring the fake keeps mapped writable, sealed like the real one. */
-struct fake_ring {
-	int fd;
-	struct shmfd__ring_hdr *hdr;
-	uint8_t *data;
-	uint64_t head;
-};
-
-static void fake_ring_rw(struct fake_ring *fr)
+/* The fd message of blob id (seq) as case how makes it. */
+static void bad_blob_msg(int conn, int how, uint64_t id, uint64_t seq)
 {
-	const size_t size = SHMFD_HDR_SIZE + RING;
-	void *p;
+	const char *bad = "pk-blob-bad";
+	int fd = -1, p[2] = { -1, -1 };
 
-	fr->fd = (int)expect_sys(memfd_create("fake-ring", MFD_CLOEXEC |
-					      MFD_ALLOW_SEALING));
-	expect_sys(ftruncate(fr->fd, (off_t)size));
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fr->fd, 0);
-	expect(p != MAP_FAILED, "mmap: %s", strerror(errno));
-	fr->hdr = p;
-	fr->data = (uint8_t *)p + SHMFD_HDR_SIZE;
-	fr->head = 0;
-	fr->hdr->magic = SHMFD_RING_MAGIC;
-	fr->hdr->version = SHMFD_PROTO_VERSION;
-	fr->hdr->hdr_size = SHMFD_HDR_SIZE;
-	fr->hdr->ring_size = RING;
-	fr->hdr->max_inline = RING / 4;
-	fr->hdr->producer_pid = getpid();
-	/* FUTURE_WRITE: our mapping keeps working, nobody else writes. */
-	expect_sys(fcntl(fr->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-			 F_SEAL_FUTURE_WRITE | F_SEAL_SEAL));
-}
-
-/* Publish one record (ring.c (1)) and wake a reader that sleeps. */
-static void fake_publish(struct fake_ring *fr, uint32_t type, uint64_t seq,
-			 const void *payload, uint32_t len)
-{
-	struct shmfd__rec *rec = (void *)(fr->data + (fr->head & (RING - 1)));
-	uint64_t end = fr->head + ((sizeof(*rec) + len + SHMFD_REC_ALIGN - 1) &
-				   ~(uint64_t)(SHMFD_REC_ALIGN - 1));
-
-	expect(end <= RING, "the fake ring does not wrap");
-	memcpy(rec + 1, payload, len);
-	rec->len = len;
-	rec->type = type;
-	rec->seq = seq;
-	__atomic_store_n(&fr->hdr->commit_gen, fr->hdr->commit_gen + 1,
-			 __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-	__atomic_store_n(&fr->hdr->latest, fr->head, __ATOMIC_RELAXED);
-	__atomic_store_n(&fr->hdr->seq, seq, __ATOMIC_RELAXED);
-	if (type == SHMFD_REC_BLOB)
-		__atomic_store_n(&fr->hdr->blob_id,
-				 ((const struct shmfd__blob_desc *)payload)->id,
-				 __ATOMIC_RELAXED);
-	fr->head = end;
-	__atomic_store_n(&fr->hdr->head, end, __ATOMIC_RELEASE);
-	__atomic_store_n(&fr->hdr->commit_gen, fr->hdr->commit_gen + 1,
-			 __ATOMIC_RELEASE);
-	__atomic_fetch_add(&fr->hdr->futex, 1, __ATOMIC_RELEASE);
-	syscall(SYS_futex, &fr->hdr->futex, FUTEX_WAKE, INT_MAX, NULL, NULL,
-		0);
-}
-
-static void fake_inline(struct fake_ring *fr, uint64_t seq)
-{
-	char buf[INLINE_LEN];
-
-	th_fill(buf, sizeof(buf), seq);
-	fake_publish(fr, SHMFD_REC_MSG, seq, buf, sizeof(buf));
-}
-
-/* A memfd named name of size bytes holding th_fill(seq), then sealed. */
-static int blob_memfd(const char *name, size_t size, uint64_t seq, int seals)
-{
-	int fd = (int)expect_sys(memfd_create(name, MFD_CLOEXEC |
-					      MFD_ALLOW_SEALING));
-	char *buf = malloc(size);
-
-	expect(buf, "malloc");
-	th_fill(buf, size, seq);
-	expect_sys(ftruncate(fd, (off_t)size));
-	expect(pwrite(fd, buf, size, 0) == (ssize_t)size, "pwrite: %s",
-	       strerror(errno));
-	free(buf);
-	if (seals)
-		expect_sys(fcntl(fd, F_ADD_SEALS, seals));
-	return fd;
-}
-
-/* The fd of blob seq as case how makes it (-1: none); *extra is another
- * fd to close after sending (a pipe's write end). */
-static int fake_blob_fd(enum bad_blob how, uint64_t seq, int *extra)
-{
-	const char *bad = "fake-blob-bad";
-	int p[2];
-
-	*extra = -1;
 	switch (how) {
 	case BLOB_UNSEALED:
-		return blob_memfd(bad, BLOB_SIZE, seq, 0);
+		fd = pk_blob(bad, BLOB_SIZE, seq, 0);
+		break;
 	case BLOB_SHORT:
-		return blob_memfd(bad, BLOB_SIZE - 4096, seq, BLOB_SEALS);
+		fd = pk_blob(bad, BLOB_SIZE - 4096, seq, PK_BLOB_SEALS);
+		break;
 	case BLOB_LONG:
-		return blob_memfd(bad, BLOB_SIZE + 4096, seq, BLOB_SEALS);
+		fd = pk_blob(bad, BLOB_SIZE + 4096, seq, PK_BLOB_SEALS);
+		break;
 	case BLOB_FUTURE_WRITE:
-		return blob_memfd(bad, BLOB_SIZE, seq, F_SEAL_SHRINK |
-				  F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
-				  F_SEAL_SEAL);
+		fd = pk_blob(bad, BLOB_SIZE, seq, (PK_BLOB_SEALS &
+			     ~F_SEAL_WRITE) | F_SEAL_FUTURE_WRITE);
+		break;
 	case BLOB_NO_WRITE:
-		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
-				  ~F_SEAL_WRITE);
+		fd = pk_blob(bad, BLOB_SIZE, seq, PK_BLOB_SEALS & ~F_SEAL_WRITE);
+		break;
 	case BLOB_NO_SHRINK:
-		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
-				  ~F_SEAL_SHRINK);
+		fd = pk_blob(bad, BLOB_SIZE, seq, PK_BLOB_SEALS & ~F_SEAL_SHRINK);
+		break;
 	case BLOB_NO_SEAL:
-		return blob_memfd(bad, BLOB_SIZE, seq, BLOB_SEALS &
-				  ~F_SEAL_SEAL);
+		fd = pk_blob(bad, BLOB_SIZE, seq, PK_BLOB_SEALS & ~F_SEAL_SEAL);
+		break;
 	case BLOB_PIPE:
 		expect_sys(pipe2(p, O_CLOEXEC));
-		*extra = p[1];
-		return p[0];
-	case BLOB_NO_FD:
-		return -1;
+		fd = p[0];
+		break;
+	case BLOB_NO_MSG:
+		return;
 	default:
-		return blob_memfd("fake-blob-good", BLOB_SIZE, seq, BLOB_SEALS);
+		fd = pk_blob("pk-blob-good", BLOB_SIZE, seq, PK_BLOB_SEALS);
+		break;
 	}
+	pk_send_blob_fd(conn, id, seq, BLOB_SIZE, fd);
+	close(fd);
+	pk_close_fds(&p[1], 1);
 }
 
-/* Blob seq with this id: its fd on the reader's socket, then its record,
- * as layout.h says. */
-static void fake_blob(struct fake_ring *fr, int conn, enum bad_blob how,
-		      uint64_t id, uint64_t seq)
+/* Blob id with seq: its fd message, then its record (BLOBS). */
+static void put_blob(struct pk_ring *r, int conn, int how, uint64_t id)
 {
-	struct shmfd__blob_fd m = {
-		.type = SHMFD_MSG_BLOB_FD,
-		.id = id,
-		.seq = seq,
-		.size = BLOB_SIZE,
-	};
-	struct shmfd__blob_desc d = { .id = id, .size = BLOB_SIZE };
-	int extra, fd = fake_blob_fd(how, seq, &extra);
+	struct pk_blob_desc d = { .id = id, .size = BLOB_SIZE };
 
-	if (fd >= 0) {
-		send_with_fds(conn, &m, sizeof(m), &fd, 1);
-		close(fd);
-	}
-	if (extra >= 0)
-		close(extra);
-	fake_publish(fr, SHMFD_REC_BLOB, seq, &d, sizeof(d));
+	bad_blob_msg(conn, how, id, r->seq + 1);
+	pk_ring_put(r, PK_REC_BLOB, r->seq + 1, &d, sizeof(d));
 }
 
-/*
- * Seq 1: blob 1 with the defect under test; 2: inline; 3: blob 2, good;
- * 4: inline.
- */
-static int fake_blob_producer(int ctl, void *arg)
+/* Seq 1: blob 1 with the defect under test; 2: inline; 3: blob 2, good;
+ * 4: inline. */
+static int blob_producer(int ctl, void *arg)
 {
-	enum bad_blob how = (enum bad_blob)(intptr_t)arg;
-	struct shmfd__welcome w = fake_welcome();
-	struct fake_ring fr;
-	int conn;
+	int how = (int)(intptr_t)arg, lfd, conn, fds[4], nfds;
+	struct pk_welcome w;
+	struct pk_hello h;
+	struct pk_ring r;
 
-	fake_ring_rw(&fr);
-	conn = fake_accept(ctl);
-	send_with_fds(conn, &w, sizeof(w), &fr.fd, 1);
+	pk_ring_init(&r, RING, 0, 0, -1);
+	w = pk_welcome_at_head(&r);
+	lfd = pk_listen(NAME);
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	pk_take_hello(conn, &h, fds, &nfds);
+	pk_close_fds(fds, nfds);
+	expect_eq(pk_send(conn, &w, sizeof(w), &r.fd, 1), 0);
 	th_get(ctl);				/* the reader joined */
-	fake_blob(&fr, conn, how, 1, 1);
-	fake_inline(&fr, 2);
-	fake_blob(&fr, conn, BLOB_GOOD, 2, 3);
-	fake_inline(&fr, 4);
+	put_blob(&r, conn, how, 1);
+	pk_ring_msg(&r, INLINE_LEN);
+	put_blob(&r, conn, BLOB_GOOD, 2);
+	pk_ring_msg(&r, INLINE_LEN);
 	th_put(ctl, 2);
-	/* Stay until the reader has read it all. */
-	th_get(ctl);
+	th_get(ctl);				/* the reader read it all */
+	pk_ring_free(&r);
+	close(conn);
+	close(lfd);
 	return 0;
 }
 
@@ -429,7 +300,8 @@ static void expect_msg(struct shmfd_reader *r, uint64_t seq, bool blob)
 	if (blob) {
 		int seals = fcntl(m.fd, F_GET_SEALS);
 
-		ck_assert_msg(seals >= 0 && (seals & BLOB_SEALS) == BLOB_SEALS,
+		ck_assert_msg(seals >= 0 &&
+			      (seals & PK_BLOB_SEALS) == PK_BLOB_SEALS,
 			      "blob fd seals %#x", seals);
 	}
 	expect_eq(shmfd_msg_release(r, &m), 0);
@@ -437,25 +309,22 @@ static void expect_msg(struct shmfd_reader *r, uint64_t seq, bool blob)
 
 START_TEST(test_bad_blob)
 {
-	enum bad_blob how = (enum bad_blob)_i;
-	struct th_child c = th_spawn(fake_blob_producer, (void *)(intptr_t)_i,
-				     0);
+	struct th_child c = th_spawn(blob_producer, (void *)(intptr_t)_i, 0);
 	struct shmfd_reader *r = NULL;
 	struct shmfd_msg m;
-	int before, joined, pipes;
+	struct pk_victim v;
+	int ret;
 
 	th_get(c.sock);
-	before = th_fd_count();
-	pipes = th_fds_matching("pipe:");
 	expect_ok(shmfd_reader_open(&r, NAME, 0));
-	joined = th_fd_count();
 	th_put(c.sock, 0);
 	expect_eq(th_get(c.sock), 2);		/* all published */
 
-	if (how == BLOB_GOOD) {
+	pk_victim_begin(&v, blob_cases[_i].what, WATCHDOG_S);
+	if (blob_cases[_i].want == 0) {
 		expect_msg(r, 1, true);
 		expect_msg(r, 2, false);
-	} else if (how == BLOB_NO_FD) {
+	} else if (blob_cases[_i].want == 1) {
 		/* Its fd never came: the blob is lost, not an error. */
 		expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
 		expect_eq(m.seq, 2);
@@ -463,18 +332,21 @@ START_TEST(test_bad_blob)
 		ck_assert_msg(th_check(m.data, m.len, 2) < 0, "corrupt");
 		expect_eq(shmfd_msg_release(r, &m), 0);
 	} else {
-		expect_err(shmfd_recv(r, &m, 0, DEADLINE_MS), EPROTO);
+		ret = shmfd_recv(r, &m, 0, DEADLINE_MS);
+		ck_assert_msg(ret == blob_cases[_i].want, "%s: shmfd_recv = "
+			      "%d (%s), expected %d (%s)", blob_cases[_i].what,
+			      ret, th_strerr(ret), blob_cases[_i].want,
+			      th_strerr(blob_cases[_i].want));
 		/* The bad fd is closed at once. */
-		ck_assert_int_eq(th_fds_matching("fake-blob-bad"), 0);
-		ck_assert_int_eq(th_fds_matching("pipe:"), pipes);
+		ck_assert_int_eq(th_fds_matching("pk-blob-bad"), 0);
 		/* The reader goes on with the next message.  Whether the
 		 * refused blob counts in lost is not for this test. */
 		expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
 		ck_assert_msg(m.seq == 2 && m.lost <= 1 && m.fd == -1 &&
 			      m.len == INLINE_LEN &&
 			      th_check(m.data, m.len, 2) < 0,
-			      "after -EPROTO: seq %llu lost %llu len %zu fd %d",
-			      (unsigned long long)m.seq,
+			      "after the refusal: seq %llu lost %llu len %zu "
+			      "fd %d", (unsigned long long)m.seq,
 			      (unsigned long long)m.lost, m.len, m.fd);
 		expect_eq(shmfd_msg_release(r, &m), 0);
 	}
@@ -482,99 +354,112 @@ START_TEST(test_bad_blob)
 	expect_msg(r, 3, true);
 	expect_msg(r, 4, false);
 	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	/* No fd of any blob stays. */
-	ck_assert_int_eq(th_fds_matching("memfd:"), 0);
-	ck_assert_int_eq(th_fd_count(), joined);
+	pk_victim_end(&v);
 	shmfd_reader_close(r);
-	ck_assert_int_eq(th_fd_count(), before);
 	th_put(c.sock, 0);
 	expect_exit(c.pid, 0);
 	close(c.sock);
 }
 END_TEST
 
-/* ---- a fake reader ---- */
+/* ==== a bad reader's hello ==== */
 
-enum bad_page {
-	PAGE_UNSEALED,		/* could shrink it under the producer */
-	PAGE_SHORT,		/* sealed, smaller than a page */
-	PAGE_WRITE_SEALED,	/* the producer could not map it writable */
-	PAGE_PIPE,		/* not a memfd */
-	PAGE_NO_FD,		/* a hello that promises an fd, without one */
-	PAGE_GARBAGE,		/* not a hello at all */
-	PAGE_BAD_MAGIC,		/* right seals and size, wrong content */
-	PAGE_CASES,
-	PAGE_GOOD = PAGE_CASES,	/* proves the fake is otherwise right */
+/* What stands where the reader page belongs. */
+enum page_kind {
+	PG_GOOD,
+	PG_NONE,		/* no fd at all */
+	PG_UNSEALED,		/* could shrink it under the producer */
+	PG_SHORT,		/* sealed, smaller than a page */
+	PG_FUTURE_WRITE,	/* the producer could not map it writable */
+	PG_PIPE,		/* not a memfd */
+	PG_BAD_MAGIC,		/* right seals and size, wrong content */
 };
 
-/* Returns the welcome's status. */
-static int fake_reader(struct shmfd_chan *chan, enum bad_page how)
+static int make_bad_page(enum page_kind k, int *extra)
 {
-	const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
-	struct shmfd__hello h = {
-		.type = SHMFD_MSG_HELLO,
-		.version = SHMFD_PROTO_VERSION,
-		.nfds = 2,
-	};
-	struct shmfd__welcome w;
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	int sv[2], fds[2], p[2] = { -1, -1 }, page = -1;
-	ssize_t n;
+	int p[2];
 
-	expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
-	switch (how) {
-	case PAGE_UNSEALED:
-		page = memfd(SHMFD_RPAGE_SIZE, 0, false);
-		break;
-	case PAGE_SHORT:
-		page = memfd(1024, seals, false);
-		break;
-	case PAGE_WRITE_SEALED:
-		page = memfd(SHMFD_RPAGE_SIZE, seals | F_SEAL_FUTURE_WRITE,
-			     false);
-		break;
-	case PAGE_PIPE:
+	*extra = -1;
+	switch (k) {
+	case PG_NONE:
+		return -1;
+	case PG_UNSEALED:
+		return pk_page(PK_PAGE_SIZE, 0, PK_PAGE_MAGIC, PK_VERSION);
+	case PG_SHORT:
+		return pk_page(1024, PK_PAGE_SEALS, PK_PAGE_MAGIC, PK_VERSION);
+	case PG_FUTURE_WRITE:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS |
+			       F_SEAL_FUTURE_WRITE, PK_PAGE_MAGIC, PK_VERSION);
+	case PG_PIPE:
 		expect_sys(pipe2(p, O_CLOEXEC));
-		page = p[0];
-		break;
-	case PAGE_BAD_MAGIC:
-		page = memfd(SHMFD_RPAGE_SIZE, seals, true); /* ring content */
-		break;
-	case PAGE_NO_FD:
-	case PAGE_GARBAGE:
-	case PAGE_GOOD:
-		page = memfd(SHMFD_RPAGE_SIZE, seals, false);
-		break;
+		*extra = p[1];
+		return p[0];
+	case PG_BAD_MAGIC:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS, PK_RING_MAGIC,
+			       PK_VERSION);
 	default:
-		break;
+		return pk_good_page();
 	}
-	fds[0] = page;
-	fds[1] = sv[1];
-	if (how == PAGE_NO_FD) {
-		/* Only the answer socket: the page is missing. */
-		send_with_fds(share, &h, sizeof(h), &sv[1], 1);
-	} else if (how == PAGE_GARBAGE) {
-		char junk[16] = "not a hello....";
+}
 
-		send_with_fds(share, junk, sizeof(junk), fds, 2);
-	} else {
-		send_with_fds(share, &h, sizeof(h), fds, 2);
+struct hello_case {
+	const char *what;
+	enum page_kind page;
+	bool garbage;		/* bytes that are not a hello */
+	int named_want;		/* the answer's status, or PK_HUNG_UP */
+	int share_want;
+};
+
+static const struct hello_case hello_cases[] = {
+	{ "good hello", PG_GOOD, false, 0, 0 },
+	{ "garbage for a hello", PG_GOOD, true, -EPROTO, -EPROTO },
+	/* Through a share fd the answer socket is then the only fd: the
+	 * hello names two, so no answer can be trusted to it. */
+	{ "no page", PG_NONE, false, -EPROTO, PK_HUNG_UP },
+	{ "unsealed page", PG_UNSEALED, false, -EPROTO, -EPROTO },
+	{ "page of 1 KiB", PG_SHORT, false, -EPROTO, -EPROTO },
+	{ "page sealed FUTURE_WRITE", PG_FUTURE_WRITE, false, -EPROTO,
+	  -EPROTO },
+	{ "pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO },
+	{ "page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO },
+};
+
+#define HELLO_CASES	((int)(sizeof(hello_cases) / sizeof(hello_cases[0])))
+
+/*
+ * Send case c's hello on sock (a named connection) or, with share, on a
+ * share fd with the answer socket after the page; then the answer: the
+ * welcome's status or PK_HUNG_UP.
+ */
+static int bad_hello(int sock, bool share, const struct hello_case *c)
+{
+	struct pk_hello h = {
+		.type = PK_HELLO,
+		.version = PK_VERSION,
+		.nfds = share ? 2 : 1,
+	};
+	char junk[sizeof(h)] = "not a hello....";
+	int fds[2], nfds = 0, extra, page, sv[2] = { -1, -1 }, answer, ret;
+	struct pk_welcome w;
+
+	page = make_bad_page(c->page, &extra);
+	if (page >= 0)
+		fds[nfds++] = page;
+	answer = sock;
+	if (share) {
+		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+				      0, sv));
+		fds[nfds++] = sv[1];
+		answer = sv[0];
 	}
-	close(sv[1]);
-	close(page);
-	if (p[1] >= 0)
-		close(p[1]);
-
-	/* Every refusal is answered, or the socket is closed. */
-	expect(th_readable(sv[0], DEADLINE_MS), "no answer from the producer");
-	n = recv(sv[0], &w, sizeof(w), 0);
-	close(sv[0]);
-	close(share);
-	if (n == 0)
-		return -EPROTO;		/* hung up on us: also a refusal */
-	expect(n == sizeof(w) && w.type == SHMFD_MSG_WELCOME,
-	       "answer of %zd bytes", n);
-	return w.status;
+	expect_eq(pk_send(sock, c->garbage ? (void *)junk : (void *)&h,
+			  sizeof(h), fds, nfds), 0);
+	pk_close_fds(fds, nfds);
+	pk_close_fds(&extra, 1);
+	ret = pk_await_welcome(answer, &w, NULL);
+	if (share)
+		close(sv[0]);
+	return ret;
 }
 
 static int good_reader(int ctl, void *arg)
@@ -594,65 +479,78 @@ static int good_reader(int ctl, void *arg)
 }
 
 /* good_reader (c, joined through share) is still the one reader: send
- * it its three messages, see it take them and exit, close everything. */
-static void serve_good_reader(struct shmfd_chan *chan, struct th_child *c,
-			      int share)
+ * it its three messages and see it take them and exit. */
+static void serve_good_reader(struct shmfd_chan *chan, struct th_child *c)
 {
 	char buf[100];
 
-	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
+	expect_eq(shmfd_chan_readers(chan), 1);
 	for (uint64_t seq = 1; seq <= 3; seq++) {
 		th_fill(buf, sizeof(buf), seq);
 		expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
 	}
 	expect_exit(c->pid, 0);
 	close(c->sock);
-	close(share);
-	shmfd_chan_close(chan);
 }
 
-START_TEST(test_bad_reader)
+/* A kit reader joins after the refusal and reads what is sent. */
+static void expect_admits(struct shmfd_chan *chan, int share)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct th_child c = th_spawn(good_reader, &share, 0);
+	struct pk_reader kr;
+	struct pk_msg m;
+	char buf[100];
+
+	expect_eq(share >= 0 ? pk_join_share(&kr, share, 0)
+			     : pk_join_named(&kr, NAME, 0), 0);
+	th_fill(buf, sizeof(buf), 4);
+	expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+	expect_eq(pk_next(&kr, &m, DEADLINE_MS), 0);
+	expect_eq(m.seq, 4);
+	expect_eq(m.lost, 0);
+	expect(th_check(m.data, m.len, 4) < 0, "corrupt");
+	pk_reader_close(&kr, true);
+}
+
+/*
+ * _i: case _i / 2, by name (even) or through a share fd (odd).  A good
+ * reader joined first keeps receiving; the bad one is not counted; the
+ * producer's fds are those it had; a kit reader joins after it.
+ */
+START_TEST(test_bad_hello)
+{
+	const struct hello_case *hc = &hello_cases[_i / 2];
+	bool share = _i % 2;
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	int sfd = expect_ok(shmfd_chan_share_fd(chan));
+	struct th_child c = th_spawn(good_reader, &sfd, 0);
+	struct pk_victim v;
+	int sock, ret, want = share ? hc->share_want : hc->named_want;
 
 	th_get(c.sock);
-	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
-	expect_err(fake_reader(chan, (enum bad_page)_i), EPROTO);
-	/* Not admitted, and the good reader is served as before. */
-	serve_good_reader(chan, &c, share);
-}
-END_TEST
-
-/* The fake producer with a right ring is accepted: the refusals above
- * are for the defect each case adds, not for a flaw in the fake. */
-START_TEST(test_good_fake_producer)
-{
-	struct th_child c = th_spawn(fake_producer, (void *)RING_GOOD, 0);
-	struct shmfd_reader *r = NULL;
-	struct shmfd_msg m;
-
-	th_get(c.sock);
-	expect_ok(shmfd_reader_open(&r, NAME, 0));
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	shmfd_reader_close(r);
-	th_put(c.sock, 0);
-	expect_exit(c.pid, 0);
-	close(c.sock);
-}
-END_TEST
-
-START_TEST(test_good_fake_reader)
-{
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
-
-	ck_assert_int_eq(fake_reader(chan, PAGE_GOOD), 0);
+	expect_eq(shmfd_chan_readers(chan), 1);
+	pk_victim_begin(&v, hc->what, WATCHDOG_S);
+	sock = share ? sfd : pk_connect(NAME);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	ret = bad_hello(sock, share, hc);
+	ck_assert_msg(ret == want, "%s (%s): answer %d (%s), expected %d (%s)",
+		      hc->what, share ? "share fd" : "named", ret,
+		      ret == PK_HUNG_UP ? "hung up" : th_strerr(ret), want,
+		      want == PK_HUNG_UP ? "hung up" : th_strerr(want));
+	if (!share)
+		close(sock);
+	/* A good hello joined and left: the producer drops it and closes
+	 * its end, at once or at its next reclaim. */
+	expect_eventually(shmfd_chan_readers(chan) == 1);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	serve_good_reader(chan, &c);
+	expect_admits(chan, share ? sfd : -1);
+	close(sfd);
 	shmfd_chan_close(chan);
 }
 END_TEST
 
-/* ---- share fds ---- */
+/* ==== share fds ==== */
 
 /*
  * An empty datagram on a share fd -- a read of 0 bytes, like a hang-up
@@ -665,27 +563,27 @@ START_TEST(test_share_empty_datagram)
 	struct shmfd_chan *chan = th_chan(NULL, RING, 0, 0);
 	int share = expect_ok(shmfd_chan_share_fd(chan));
 	struct th_child c;
-	struct th_fds before;
-	char buf[100];
+	struct pk_victim v;
 
-	th_fd_snapshot(&before);
+	pk_victim_begin(&v, "empty datagram on a share fd", WATCHDOG_S);
 	if (_i) {
 		int pfd[2];
 
 		expect_sys(pipe2(pfd, O_CLOEXEC));
-		send_with_fds(share, buf, 0, &pfd[0], 1);
-		close(pfd[0]);
-		close(pfd[1]);
+		expect_eq(pk_send(share, "", 0, &pfd[0], 1), 0);
+		pk_close_fds(pfd, 2);
 	} else {
-		expect_sys(send(share, buf, 0, MSG_NOSIGNAL));
+		expect_eq(pk_send(share, "", 0, NULL, 0), 0);
 	}
 	/* Let the admission thread take it before the next hello; an fd
 	 * that came with it is closed by then. */
 	usleep(100000);
-	expect_eq(th_fd_leaks(&before, NULL, 0), 0);
+	pk_victim_end(&v);
 	c = th_spawn(good_reader, &share, 0);
 	th_get(c.sock);
-	serve_good_reader(chan, &c, share);
+	serve_good_reader(chan, &c);
+	close(share);
+	shmfd_chan_close(chan);
 }
 END_TEST
 
@@ -693,28 +591,11 @@ END_TEST
  * drops it unanswered, closing what came with it. */
 static void *silent_producer(void *arg)
 {
-	int sock = *(int *)arg;
-	struct shmfd__hello h;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
-	};
+	int sock = *(int *)arg, fds[4], nfds = 0;
+	struct pk_hello h;
 
-	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) > 0) {
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
-		     cm = CMSG_NXTHDR(&mh, cm)) {
-			int *fds = (int *)CMSG_DATA(cm);
-			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-			for (size_t i = 0; i < k; i++)
-				close(fds[i]);
-		}
-	}
+	if (pk_recv(sock, &h, sizeof(h), fds, 4, &nfds, NULL, -1) > 0)
+		pk_close_fds(fds, nfds);
 	return NULL;
 }
 
@@ -723,14 +604,17 @@ static void *silent_producer(void *arg)
 START_TEST(test_share_dropped_hello)
 {
 	struct shmfd_reader *r = NULL;
+	struct pk_victim v;
 	pthread_t t;
 	int sp[2];
 
 	expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp));
 	expect(pthread_create(&t, NULL, silent_producer, &sp[1]) == 0,
 	       "pthread_create");
+	pk_victim_begin(&v, "a hello dropped unanswered", WATCHDOG_S);
 	expect_err(shmfd_reader_open_fd(&r, sp[0], 0), EPIPE);
 	pthread_join(t, NULL);
+	pk_victim_end(&v);
 	close(sp[0]);
 	close(sp[1]);
 }
@@ -742,37 +626,60 @@ END_TEST
 START_TEST(test_named_hello_two_fds)
 {
 	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct shmfd__hello h = {
-		.type = SHMFD_MSG_HELLO,
-		.version = SHMFD_PROTO_VERSION,
+	struct pk_hello h = {
+		.type = PK_HELLO,
+		.version = PK_VERSION,
 		.nfds = 1,
 	};
-	struct shmfd__welcome w;
+	struct pk_welcome w;
 	struct shmfd_reader *r = NULL;
-	int sock, pfd[2], fds[2];
-	ssize_t n;
+	int sock = pk_connect(NAME), fds[2];
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", th_dir(), NAME);
-	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	expect_sys(sock);
-	expect_sys(connect(sock, (struct sockaddr *)&sa, sizeof(sa)));
-	expect_sys(pipe2(pfd, O_CLOEXEC));
-	fds[0] = pfd[0];
-	fds[1] = pfd[1];
-	send_with_fds(sock, &h, sizeof(h), fds, 2);
-	close(pfd[0]);
-	close(pfd[1]);
-	expect(th_readable(sock, DEADLINE_MS), "no answer from the producer");
-	n = recv(sock, &w, sizeof(w), 0);
-	expect(n == (ssize_t)sizeof(w) && w.type == SHMFD_MSG_WELCOME,
-	       "answer of %zd bytes (0: closed without one)", n);
-	expect_err(w.status, EPROTO);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	fds[0] = pk_good_page();
+	fds[1] = pk_good_page();
+	expect_eq(pk_send(sock, &h, sizeof(h), fds, 2), 0);
+	pk_close_fds(fds, 2);
+	expect_err(pk_await_welcome(sock, &w, NULL), EPROTO);
 	close(sock);
 	expect_ok(shmfd_reader_open(&r, NAME, 0));
-	ck_assert_int_eq(shmfd_chan_readers(chan), 1);
+	expect_eq(shmfd_chan_readers(chan), 1);
 	shmfd_reader_close(r);
 	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* ==== the kit's own checks can fail ==== */
+
+static int leaky_victim(int ctl, void *arg)
+{
+	struct pk_victim v;
+
+	pk_victim_begin(&v, "a victim that keeps an fd", WATCHDOG_S);
+	expect_sys(dup(ctl));
+	pk_victim_end(&v);		/* must fail: exit CHILD_FAILED */
+	return 0;
+}
+
+static int hung_victim(int ctl, void *arg)
+{
+	struct pk_victim v;
+
+	pk_victim_begin(&v, "a victim that hangs", 1);
+	th_msleep(10000);		/* the watchdog aborts first */
+	pk_victim_end(&v);
+	return 0;
+}
+
+START_TEST(test_kit_checks_fail)
+{
+	struct th_child c = th_spawn(leaky_victim, NULL, 0);
+
+	expect_exit(c.pid, CHILD_FAILED);
+	close(c.sock);
+	c = th_spawn(hung_victim, NULL, 0);
+	expect_signal(c.pid, SIGABRT);
+	close(c.sock);
 }
 END_TEST
 
@@ -781,18 +688,17 @@ int main(void)
 	Suite *s = suite_create("peers");
 	TCase *tc = th_tcase("bad producer");
 
-	tcase_add_loop_test(tc, test_bad_producer, 0, RING_CASES);
-	tcase_add_test(tc, test_good_fake_producer);
-	suite_add_tcase(s, tc);
-	tc = th_tcase("bad blob");
-	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_ALL);
+	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, HS_COUNT);
+	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_COUNT);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");
-	tcase_add_loop_test(tc, test_bad_reader, 0, PAGE_CASES);
-	tcase_add_test(tc, test_good_fake_reader);
+	tcase_add_loop_test(tc, test_bad_hello, 0, 2 * HELLO_CASES);
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
 	tcase_add_test(tc, test_named_hello_two_fds);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("kit");
+	tcase_add_test(tc, test_kit_checks_fail);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }
