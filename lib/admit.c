@@ -375,7 +375,7 @@ static void pending_remove(struct shmfd_chan *c, int fd)
  * slot table, the counters of joins and of dropped readers' losses) and
  * from the shared header; the sender is not asked.  Consumes sock.
  */
-static void answer_stats(struct shmfd_chan *c, int sock)
+static void answer_stats(struct shmfd_chan *c, int sock, int status)
 {
 	struct shmfd__stats a = {
 		.type = SHMFD_MSG_STATS,
@@ -384,9 +384,10 @@ static void answer_stats(struct shmfd_chan *c, int sock)
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	int ret;
+	int ret = status;
 
-	ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
+	if (ret == 0)
+		ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
 	if (ret == 0 && !shmfd__mode_allows(c->mode, uid, gid))
 		ret = -EACCES;
 	if (ret < 0) {
@@ -414,6 +415,10 @@ out:
 	close(sock);
 }
 
+/* A hello or stat request of another version may be longer than ours:
+ * room for one that still gets its -EPROTONOSUPPORT answer. */
+#define FIRST_MSG_MAX	256
+
 /* A named connection spoke: its first message must be a hello, or a
  * request for the channel's figures. */
 static void on_pending(struct shmfd_chan *c, int fd)
@@ -421,6 +426,7 @@ static void on_pending(struct shmfd_chan *c, int fd)
 	union {
 		struct shmfd__hello h;
 		struct shmfd__stat_req q;
+		char raw[FIRST_MSG_MAX];
 	} u;
 	struct shmfd__hello h;
 	unsigned int nfds = 0;
@@ -446,16 +452,22 @@ static void on_pending(struct shmfd_chan *c, int fd)
 		close(fd);
 		return;
 	}
-	if ((size_t)n == sizeof(u.q) && nfds == 0 &&
-	    u.q.type == SHMFD_MSG_STAT_REQ &&
-	    u.q.version == SHMFD_PROTO_VERSION) {
-		answer_stats(c, fd);
+	/* A stat request, even a malformed one, is answered in kind: an
+	 * observer reads only a stats message. */
+	if ((size_t)n >= sizeof(u.q) && u.q.type == SHMFD_MSG_STAT_REQ) {
+		close_fds(fds, nfds);
+		answer_stats(c, fd, u.q.version != SHMFD_PROTO_VERSION ?
+				    -EPROTONOSUPPORT :
+				    (size_t)n != sizeof(u.q) || nfds ? -EPROTO
+								     : 0);
 		return;
 	}
 	memcpy(&h, &u.h, sizeof(h));
 	n = shmfd__check_hello(&h, (size_t)n, nfds);
-	if (n < 0 || nfds != 1) {
-		reply_error(c, fd, -EPROTO);
+	if (n == 0 && nfds != 1)
+		n = -EPROTO;
+	if (n < 0) {
+		reply_error(c, fd, n);
 		close_fds(fds, nfds);
 		close(fd);
 		return;
@@ -506,11 +518,14 @@ static void share_remove(struct shmfd_chan *c, int fd)
  * it wants the answer on. */
 static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 {
-	struct shmfd__hello h;
+	union {
+		struct shmfd__hello h;
+		char raw[FIRST_MSG_MAX];
+	} u;
 	unsigned int nfds = 0;
 	int fds[2];
 	bool known = false;
-	int n;
+	int n, ret;
 
 	pthread_mutex_lock(&c->lock);
 	for (uint32_t i = 0; i < c->nshares && !known; i++)
@@ -518,7 +533,7 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	pthread_mutex_unlock(&c->lock);
 	if (!known)
 		return;		/* closed earlier in this batch */
-	n = shmfd__recv_fds(fd, &h, sizeof(h), fds, &nfds, 2);
+	n = shmfd__recv_fds(fd, &u, sizeof(u), fds, &nfds, 2);
 	if (n == -EAGAIN)
 		return;
 	if (n == 0) {
@@ -536,10 +551,10 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	}
 	if (n < 0)
 		return;
-	if (shmfd__check_hello(&h, (size_t)n, nfds) < 0 || nfds != 2 ||
-	    !is_seqpacket_unix(fds[1])) {
+	ret = shmfd__check_hello(&u.h, (size_t)n, nfds);
+	if (ret < 0 || nfds != 2 || !is_seqpacket_unix(fds[1])) {
 		if (nfds == 2 && is_seqpacket_unix(fds[1]))
-			reply_error(c, fds[1], -EPROTO);
+			reply_error(c, fds[1], ret < 0 ? ret : -EPROTO);
 		close_fds(fds, nfds);
 		return;
 	}
@@ -547,7 +562,7 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 		close_fds(fds, nfds);
 		return;
 	}
-	join(c, fds[1], fds[0], h.flags, false);
+	join(c, fds[1], fds[0], u.h.flags, false);
 }
 
 static void *admit_main(void *arg)

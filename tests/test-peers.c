@@ -63,6 +63,8 @@ enum {
 	HS_BAD_MAGIC,		/* sealed and sized, another magic */
 	HS_NO_FD,		/* status 0 and no ring */
 	HS_BAD_SIZE,		/* ring_size not a power of two */
+	HS_V2_REFUSAL,		/* "I speak version 2 only" */
+	HS_V2_WELCOME,		/* a version 2 welcome to a version 1 hello */
 	HS_COUNT
 };
 
@@ -79,6 +81,9 @@ static const struct {
 	[HS_BAD_MAGIC]	= { "ring header with a wrong magic", -EPROTO },
 	[HS_NO_FD]	= { "welcome without the ring", -EPROTO },
 	[HS_BAD_SIZE]	= { "welcome ring_size not a power of two", -EPROTO },
+	[HS_V2_REFUSAL]	= { "refusal by a version 2 producer",
+			    -EPROTONOSUPPORT },
+	[HS_V2_WELCOME]	= { "welcome of version 2", -EPROTO },
 };
 
 /* Listen on NAME, take one hello, answer as case how says; stay until
@@ -121,6 +126,15 @@ static int hs_producer(int ctl, void *arg)
 		nsend = 0;
 	} else if (how == HS_BAD_SIZE) {
 		w.ring_size = RING + 4096;
+	} else if (how == HS_V2_REFUSAL) {
+		/* The error answer every version shares. */
+		memset(&w, 0, sizeof(w));
+		w.type = PK_WELCOME;
+		w.version = 2;
+		w.status = -EPROTONOSUPPORT;
+		nsend = 0;
+	} else if (how == HS_V2_WELCOME) {
+		w.version = 2;
 	}
 
 	lfd = pk_listen(NAME);
@@ -408,6 +422,8 @@ struct hello_case {
 	bool garbage;		/* bytes that are not a hello */
 	int named_want;		/* the answer's status, or PK_HUNG_UP */
 	int share_want;
+	uint32_t version;	/* 0: PK_VERSION */
+	size_t len;		/* 0: a hello's 16 bytes */
 };
 
 static const struct hello_case hello_cases[] = {
@@ -422,6 +438,17 @@ static const struct hello_case hello_cases[] = {
 	  -EPROTO },
 	{ "pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO },
 	{ "page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO },
+	/* Version negotiation: the answer says which version the producer
+	 * speaks (checked below), whatever the rest of the hello is. */
+	{ "hello of version 2", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2 },
+	{ "hello of version 0", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 0x80000000u },
+	{ "hello of version 2, 40 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2, 40 },
+	{ "hello of version 2, 256 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2, 256 },
+	{ "hello of 40 bytes", PG_GOOD, false, -EPROTO, -EPROTO, 0, 40 },
 };
 
 #define HELLO_CASES	((int)(sizeof(hello_cases) / sizeof(hello_cases[0])))
@@ -431,32 +458,41 @@ static const struct hello_case hello_cases[] = {
  * share fd with the answer socket after the page; then the answer: the
  * welcome's status or PK_HUNG_UP.
  */
+static struct pk_welcome answer;	/* bad_hello's last */
+
 static int bad_hello(int sock, bool share, const struct hello_case *c)
 {
-	struct pk_hello h = {
-		.type = PK_HELLO,
-		.version = PK_VERSION,
-		.nfds = share ? 2 : 1,
+	union {
+		struct pk_hello h;
+		char raw[256];
+	} u = {
+		.h = {
+			.type = PK_HELLO,
+			/* 0x80000000 stands for 0 in the table */
+			.version = c->version ? c->version & 0x7fffffff
+					      : PK_VERSION,
+			.nfds = share ? 2 : 1,
+		},
 	};
-	char junk[sizeof(h)] = "not a hello....";
-	int fds[2], nfds = 0, extra, page, sv[2] = { -1, -1 }, answer, ret;
-	struct pk_welcome w;
+	char junk[sizeof(u.h)] = "not a hello....";
+	int fds[2], nfds = 0, extra, page, sv[2] = { -1, -1 }, fd, ret;
 
 	page = make_bad_page(c->page, &extra);
 	if (page >= 0)
 		fds[nfds++] = page;
-	answer = sock;
+	fd = sock;
 	if (share) {
 		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
 				      0, sv));
 		fds[nfds++] = sv[1];
-		answer = sv[0];
+		fd = sv[0];
 	}
-	expect_eq(pk_send(sock, c->garbage ? (void *)junk : (void *)&h,
-			  sizeof(h), fds, nfds), 0);
+	expect_eq(pk_send(sock, c->garbage ? (void *)junk : (void *)&u,
+			  c->len ? c->len : sizeof(u.h), fds, nfds), 0);
 	pk_close_fds(fds, nfds);
 	pk_close_fds(&extra, 1);
-	ret = pk_await_welcome(answer, &w, NULL);
+	memset(&answer, 0, sizeof(answer));
+	ret = pk_await_welcome(fd, &answer, NULL);
 	if (share)
 		close(sv[0]);
 	return ret;
@@ -536,6 +572,13 @@ START_TEST(test_bad_hello)
 		      hc->what, share ? "share fd" : "named", ret,
 		      ret == PK_HUNG_UP ? "hung up" : th_strerr(ret), want,
 		      want == PK_HUNG_UP ? "hung up" : th_strerr(want));
+	/* An error answer is in the producer's version, the rest 0. */
+	if (ret != PK_HUNG_UP && ret != 0)
+		ck_assert_msg(answer.version == PK_VERSION &&
+			      !answer.flags && !answer.ring_size &&
+			      !answer.start_seq && !answer.producer_pid,
+			      "error answer of version %u, not all 0",
+			      answer.version);
 	if (!share)
 		close(sock);
 	/* A good hello joined and left: the producer drops it and closes
@@ -649,6 +692,116 @@ START_TEST(test_named_hello_two_fds)
 }
 END_TEST
 
+/* ==== version negotiation with observers ==== */
+
+/* A stat request -- of another version, malformed, or right -- is
+ * answered with one stats message of version 1 carrying the status. */
+static const struct {
+	const char *what;
+	uint32_t version;
+	size_t len;
+	bool fd;
+	int want;
+} statreq_cases[] = {
+	{ "stat request", PK_VERSION, 8, false, 0 },
+	{ "stat request of version 2", 2, 8, false, -EPROTONOSUPPORT },
+	{ "stat request of version 2, 64 bytes", 2, 64, false,
+	  -EPROTONOSUPPORT },
+	{ "stat request of 12 bytes", PK_VERSION, 12, false, -EPROTO },
+	{ "stat request with an fd", PK_VERSION, 8, true, -EPROTO },
+};
+
+START_TEST(test_stat_request)
+{
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	union {
+		struct pk_stat_req q;
+		char raw[64];
+	} u = { .q = { .type = PK_STAT_REQ,
+		       .version = statreq_cases[_i].version } };
+	struct pk_stats a;
+	struct shmfd_stat st;
+	struct pk_victim v;
+	int sock, fd = -1, n;
+
+	pk_victim_begin(&v, statreq_cases[_i].what, WATCHDOG_S);
+	sock = pk_connect(NAME);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	if (statreq_cases[_i].fd)
+		fd = pk_good_page();
+	expect_eq(pk_send(sock, &u, statreq_cases[_i].len, &fd, fd >= 0), 0);
+	pk_close_fds(&fd, 1);
+	n = pk_recv(sock, &a, sizeof(a), NULL, 0, NULL, NULL, -1);
+	ck_assert_msg(n == sizeof(a) && a.type == PK_STATS &&
+		      a.version == PK_VERSION, "%s: answer of %d bytes, type "
+		      "%u, version %u", statreq_cases[_i].what, n, a.type,
+		      a.version);
+	ck_assert_msg(a.status == statreq_cases[_i].want, "%s: status %d "
+		      "(%s), expected %d", statreq_cases[_i].what, a.status,
+		      th_strerr(a.status), statreq_cases[_i].want);
+	if (a.status == 0)
+		ck_assert(a.ring_size == RING && a.readers == 0);
+	else
+		ck_assert(a.ring_size == 0 && a.producer_pid == 0);
+	/* One answer, then the producer hangs up. */
+	expect_eq(pk_recv(sock, &a, sizeof(a), NULL, 0, NULL, NULL, -1), 0);
+	close(sock);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	expect_ok(shmfd_chan_stat(NAME, &st, DEADLINE_MS));
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* A producer of version 2 answers an observer's request in its own
+ * version: a refusal is understood, anything else is not. */
+static int v2_stats_producer(int ctl, void *arg)
+{
+	struct pk_stats a = {
+		.type = PK_STATS,
+		.version = 2,
+		.status = (int32_t)(intptr_t)arg,
+	};
+	int lfd = pk_listen(NAME), conn, n;
+	struct pk_stat_req q;
+
+	if (!a.status) {
+		a.ring_size = RING;
+		a.max_inline = RING / 4;
+		a.max_readers = 64;
+		a.producer_pid = getpid();
+	}
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	n = pk_recv(conn, &q, sizeof(q), NULL, 0, NULL, NULL, -1);
+	expect(n == sizeof(q) && q.type == PK_STAT_REQ &&
+	       q.version == PK_VERSION, "stat request of %d bytes", n);
+	expect_eq(pk_send(conn, &a, sizeof(a), NULL, 0), 0);
+	th_get(ctl);
+	close(conn);
+	close(lfd);
+	return 0;
+}
+
+START_TEST(test_stats_of_version_2)
+{
+	int status = _i ? 0 : -EPROTONOSUPPORT;
+	struct th_child c = th_spawn(v2_stats_producer,
+				     (void *)(intptr_t)status, 0);
+	struct shmfd_stat st;
+	struct pk_victim v;
+
+	th_get(c.sock);
+	pk_victim_begin(&v, "stats of version 2", WATCHDOG_S);
+	expect_err(shmfd_chan_stat(NAME, &st, DEADLINE_MS),
+		   _i ? EPROTO : EPROTONOSUPPORT);
+	pk_victim_end(&v);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ==== the kit's own checks can fail ==== */
 
 static int leaky_victim(int ctl, void *arg)
@@ -696,6 +849,12 @@ int main(void)
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
 	tcase_add_test(tc, test_named_hello_two_fds);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("versions");
+	tcase_add_loop_test(tc, test_stat_request, 0,
+			    (int)(sizeof(statreq_cases) /
+				  sizeof(statreq_cases[0])));
+	tcase_add_loop_test(tc, test_stats_of_version_2, 0, 2);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("kit");
 	tcase_add_test(tc, test_kit_checks_fail);
