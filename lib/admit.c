@@ -215,9 +215,12 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
 	if (ret < 0)
 		goto refuse;
-	if (named && !shmfd__mode_allows(c->mode, uid, gid)) {
-		ret = -EACCES;
-		goto refuse;
+	if (named) {
+		ret = shmfd__peer_allowed(sock, c->mode, uid, gid);
+		if (ret == 0)
+			ret = -EACCES;
+		if (ret < 0)
+			goto refuse;
 	}
 	/* The page must stay 4096 bytes (no SIGBUS for us) and stay
 	 * writable by the reader, who owns it. */
@@ -388,8 +391,11 @@ static void answer_stats(struct shmfd_chan *c, int sock, int status)
 
 	if (ret == 0)
 		ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
-	if (ret == 0 && !shmfd__mode_allows(c->mode, uid, gid))
-		ret = -EACCES;
+	if (ret == 0) {
+		ret = shmfd__peer_allowed(sock, c->mode, uid, gid);
+		if (ret == 0)
+			ret = -EACCES;
+	}
 	if (ret < 0) {
 		a.status = ret;
 		goto out;

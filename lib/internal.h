@@ -130,7 +130,9 @@ int shmfd__listen(const char *name, mode_t mode, int *fdp,
 		  char *path, size_t pathlen);
 int shmfd__connect(const char *name, int *fdp);
 int shmfd__peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
-bool shmfd__mode_allows(mode_t mode, uid_t uid, gid_t gid);
+/* May this peer join a named channel of this mode?  As connect(2)
+ * decides for the socket file: 1, 0, or -errno. */
+int shmfd__peer_allowed(int sock, mode_t mode, uid_t uid, gid_t gid);
 
 /* ---- ring.c: producer side ---- */
 struct shmfd_chan;

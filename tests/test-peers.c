@@ -16,11 +16,13 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <shmfd.h>
@@ -802,6 +804,166 @@ START_TEST(test_stats_of_version_2)
 }
 END_TEST
 
+/* ==== who may join a named channel (as root) ==== */
+
+#define NOBODY		65534
+#define NO_GROUP	((gid_t)-1)
+
+/*
+ * The producer (root here) admits exactly whom connect(2) lets in to a
+ * socket file of its mode: the class's write bit, supplementary groups
+ * counted as the kernel counts them.  widen: the file is then chmod-ed
+ * 0666, so that only the producer's own check decides.
+ */
+static const struct cred_case {
+	const char *what;
+	mode_t mode;
+	bool widen;
+	gid_t gid;
+	gid_t supp;
+	int want;
+} cred_cases[] = {
+	{ "our group by a supplementary group, 0660", 0660, false, NOBODY,
+	  0, 0 },
+	{ "our group by a supplementary group, 0660, file widened", 0660,
+	  true, NOBODY, 0, 0 },
+	{ "our group, read bit only", 0640, false, 0, NO_GROUP, -EACCES },
+	{ "our group, read bit only, file widened", 0640, true, 0, NO_GROUP,
+	  -EACCES },
+	{ "other, read bit only, file widened", 0604, true, NOBODY, NO_GROUP,
+	  -EACCES },
+	{ "other, write bit", 0602, false, NOBODY, NO_GROUP, 0 },
+	/* The group class, once the peer is in it, decides alone. */
+	{ "our group by a supplementary group, 0606, file widened", 0606,
+	  true, NOBODY, 0, -EACCES },
+};
+
+static int cred_reader(int ctl, void *arg)
+{
+	const struct cred_case *c = arg;
+	gid_t supp = c->supp;
+	struct shmfd_stat st;
+	struct pk_reader r;
+	struct pk_msg m;
+	int ret;
+
+	expect_sys(setgroups(supp == NO_GROUP ? 0 : 1, &supp));
+	expect_sys(setgid(c->gid));
+	expect_sys(setuid(NOBODY));
+	/* An observer is admitted as a reader is. */
+	th_put(ctl, shmfd_chan_stat("acc", &st, DEADLINE_MS));
+	ret = pk_join_named(&r, "acc", 0);
+	th_put(ctl, ret);
+	if (ret)
+		return 0;
+	expect_eq(pk_next(&r, &m, DEADLINE_MS), 0);
+	th_put(ctl, (int64_t)m.seq);
+	pk_reader_close(&r, true);
+	return 0;
+}
+
+START_TEST(test_credentials)
+{
+	const struct cred_case *cc = &cred_cases[_i];
+	struct shmfd_params p = { .mode = cc->mode };
+	struct shmfd_chan *chan = NULL;
+	struct th_child c;
+	struct pk_victim v;
+	char path[256], buf[100];
+	int64_t ret;
+
+	expect_sys(chmod(th_dir(), 01777));
+	expect_ok(shmfd_chan_create(&chan, "acc", &p));
+	snprintf(path, sizeof(path), "%s/acc", th_dir());
+	if (cc->widen)
+		expect_sys(chmod(path, 0666));
+	pk_victim_begin(&v, cc->what, WATCHDOG_S);
+	c = th_spawn(cred_reader, (void *)cc, 0);
+	ret = th_get(c.sock);
+	ck_assert_msg(ret == cc->want, "%s: shmfd_chan_stat = %lld (%s), "
+		      "expected %d", cc->what, (long long)ret, th_strerr(ret),
+		      cc->want);
+	ret = th_get(c.sock);
+	ck_assert_msg(ret == cc->want, "%s: join = %lld (%s), expected %d",
+		      cc->what, (long long)ret, th_strerr(ret), cc->want);
+	if (ret == 0) {
+		expect_eq(shmfd_chan_readers(chan), 1);
+		th_fill(buf, sizeof(buf), 1);
+		expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+		expect_eq(th_get(c.sock), 1);
+	}
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	expect_eventually(shmfd_chan_readers(chan) == 0);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* A producer that is not root admits root, whom connect(2) lets in
+ * whatever the mode (the library's own reader would not join it: it
+ * trusts only its own user and root, but a reader of another make may). */
+static int nobody_producer(int ctl, void *arg)
+{
+	struct shmfd_params p = { .mode = 0600 };
+	struct shmfd_chan *chan = NULL;
+	char buf[100];
+
+	expect_sys(setgroups(0, NULL));
+	expect_sys(setgid(NOBODY));
+	expect_sys(setuid(NOBODY));
+	expect_ok(shmfd_chan_create(&chan, "nobody", &p));
+	th_put(ctl, 1);
+	expect_eventually(shmfd_chan_readers(chan) == 1);
+	th_fill(buf, sizeof(buf), 1);
+	expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+	th_get(ctl);
+	shmfd_chan_close(chan);
+	return 0;
+}
+
+START_TEST(test_root_admitted)
+{
+	struct th_child c;
+	struct pk_reader r;
+	struct pk_msg m;
+
+	expect_sys(chmod(th_dir(), 01777));
+	c = th_spawn(nobody_producer, NULL, 0);
+	th_get(c.sock);
+	expect_eq(pk_join_named(&r, "nobody", 0), 0);
+	expect_eq(pk_next(&r, &m, DEADLINE_MS), 0);
+	expect_eq(m.seq, 1);
+	pk_reader_close(&r, true);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
+/* In a set-group-ID directory a new file takes the directory's group:
+ * the socket's must still be the producer's, the group its check uses,
+ * or connect(2) would let in a group the producer then refuses. */
+START_TEST(test_setgid_dir)
+{
+	struct shmfd_chan *chan;
+	char dir[256], path[300];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/sgid", th_dir());
+	expect_sys(mkdir(dir, 0770));
+	expect_sys(chown(dir, 0, NOBODY));
+	expect_sys(chmod(dir, 03770));	/* group-writable: sticky too */
+	setenv("SHMFD_DIR", dir, 1);
+	chan = th_chan("g", RING, 0, 0);
+	snprintf(path, sizeof(path), "%s/g", dir);
+	expect_sys(lstat(path, &st));
+	expect_eq(st.st_gid, getegid());
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 /* ==== the kit's own checks can fail ==== */
 
 static int leaky_victim(int ctl, void *arg)
@@ -856,6 +1018,18 @@ int main(void)
 				  sizeof(statreq_cases[0])));
 	tcase_add_loop_test(tc, test_stats_of_version_2, 0, 2);
 	suite_add_tcase(s, tc);
+	if (geteuid() == 0) {
+		tc = th_tcase("credentials");
+		tcase_add_loop_test(tc, test_credentials, 0,
+				    (int)(sizeof(cred_cases) /
+					  sizeof(cred_cases[0])));
+		tcase_add_test(tc, test_root_admitted);
+		tcase_add_test(tc, test_setgid_dir);
+		suite_add_tcase(s, tc);
+	} else {
+		th_skip("the admission tests between users need root (to "
+			"setuid to %d)", NOBODY);
+	}
 	tc = th_tcase("kit");
 	tcase_add_test(tc, test_kit_checks_fail);
 	suite_add_tcase(s, tc);
