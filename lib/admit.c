@@ -322,8 +322,13 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	w.join_head = head;
 	w.slot = idx;
 	w.producer_pid = (int32_t)c->pid;
+	/* joins above tells the sender to look at the tails again, so it
+	 * counts every registration; shmfd_chan_stat() counts only readers
+	 * that were told they joined. */
 	if (shmfd__sendmsg(&c->uring, sock, &w, sizeof(w), &c->ring_fd, 1) < 0)
 		drop(c, idx);
+	else
+		c->welcomed++;
 	return;
 
 refuse:
@@ -415,7 +420,7 @@ static void answer_stats(struct shmfd_chan *c, int sock, int status)
 		a.lost += LOAD_RELAXED(&s->page->lost);
 	}
 	a.published = LOAD_ACQUIRE(&c->hdr->seq);
-	a.joins = LOAD_RELAXED(&c->joins);
+	a.joins = c->welcomed;
 out:
 	shmfd__sendmsg(&c->uring, sock, &a, sizeof(a), NULL, 0);
 	close(sock);

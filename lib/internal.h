@@ -208,6 +208,7 @@ struct shmfd_chan {
 	uint32_t ndead;
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
+	uint64_t welcomed;		/* thread: readers sent a welcome */
 	uint64_t lost_gone;		/* thread: page.lost of dropped readers */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;

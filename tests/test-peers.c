@@ -804,6 +804,55 @@ START_TEST(test_stats_of_version_2)
 }
 END_TEST
 
+/* ==== the joins figure ==== */
+
+/*
+ * shmfd_chan_stat's joins counts the readers that were welcomed: not one
+ * refused at the hello, nor one whose welcome could not be delivered
+ * (here its socket refuses to receive: the producer's send fails after
+ * it registered the reader).
+ */
+START_TEST(test_joins_counts_welcomed)
+{
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	const struct hello_case *garbage = &hello_cases[1];
+	struct pk_hello h = {
+		.type = PK_HELLO,
+		.version = PK_VERSION,
+		.nfds = 1,
+	};
+	struct shmfd_stat st;
+	struct pk_reader r;
+	int sock, page;
+
+	/* Refused at the hello. */
+	sock = pk_connect(NAME);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	expect_err(bad_hello(sock, false, garbage), EPROTO);
+	close(sock);
+	/* Registered, but the welcome cannot be sent. */
+	sock = pk_connect(NAME);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	expect_sys(shutdown(sock, SHUT_RD));
+	page = pk_good_page();
+	expect_eq(pk_send(sock, &h, sizeof(h), &page, 1), 0);
+	close(page);
+	expect(th_readable(sock, DEADLINE_MS), "the producer kept the reader");
+	close(sock);
+	expect_eventually(shmfd_chan_readers(chan) == 0);
+	expect_ok(shmfd_chan_stat(NAME, &st, DEADLINE_MS));
+	expect_eq(st.readers, 0);
+	expect_eq(st.joins, 0);
+	/* A reader that is welcomed counts. */
+	expect_eq(pk_join_named(&r, NAME, 0), 0);
+	expect_ok(shmfd_chan_stat(NAME, &st, DEADLINE_MS));
+	expect_eq(st.readers, 1);
+	expect_eq(st.joins, 1);
+	pk_reader_close(&r, true);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 /* ==== who may join a named channel (as root) ==== */
 
 #define NOBODY		65534
@@ -1011,6 +1060,9 @@ int main(void)
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
 	tcase_add_test(tc, test_named_hello_two_fds);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("figures");
+	tcase_add_test(tc, test_joins_counts_welcomed);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("versions");
 	tcase_add_loop_test(tc, test_stat_request, 0,
