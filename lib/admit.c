@@ -231,6 +231,11 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 		goto refuse;
 	ret = shmfd__map(page_fd, SHMFD_RPAGE_SIZE, PROT_READ | PROT_WRITE,
 			 (void **)&page);
+	/* An fd opened read-only, or a write seal added since the check
+	 * (the page need not carry F_SEAL_SEAL): the reader's doing, not a
+	 * question of permissions, which -EACCES would suggest. */
+	if (ret == -EACCES || ret == -EPERM)
+		ret = -EPROTO;
 	if (ret < 0)
 		goto refuse;
 	if (madvise(page, SHMFD_RPAGE_SIZE, MADV_DONTFORK) < 0 ||

@@ -389,6 +389,14 @@ enum page_kind {
 	PG_FUTURE_WRITE,	/* the producer could not map it writable */
 	PG_PIPE,		/* not a memfd */
 	PG_BAD_MAGIC,		/* right seals and size, wrong content */
+	PG_BAD_VERSION,		/* a page of version 2 */
+	PG_NO_GROW,		/* could grow: no SIGBUS, still refused */
+	PG_BIG,			/* sealed, two pages */
+	PG_WRITE_SEALED,	/* F_SEAL_WRITE: nobody can write it */
+	PG_SOCKET,		/* not a memfd */
+	PG_FILE,		/* a regular file */
+	PG_RDONLY,		/* the right memfd, through a read-only fd */
+	PG_NO_SEAL_SEAL,	/* admitted: see test_page_without_seal_seal */
 };
 
 static int make_bad_page(enum page_kind k, int *extra)
@@ -413,6 +421,45 @@ static int make_bad_page(enum page_kind k, int *extra)
 	case PG_BAD_MAGIC:
 		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS, PK_RING_MAGIC,
 			       PK_VERSION);
+	case PG_BAD_VERSION:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS, PK_PAGE_MAGIC, 2);
+	case PG_NO_GROW:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS & ~F_SEAL_GROW,
+			       PK_PAGE_MAGIC, PK_VERSION);
+	case PG_BIG:
+		return pk_page(2 * PK_PAGE_SIZE, PK_PAGE_SEALS, PK_PAGE_MAGIC,
+			       PK_VERSION);
+	case PG_WRITE_SEALED:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS | F_SEAL_WRITE,
+			       PK_PAGE_MAGIC, PK_VERSION);
+	case PG_SOCKET:
+		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+				      0, p));
+		*extra = p[1];
+		return p[0];
+	case PG_FILE: {
+		char path[256];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/page", th_dir());
+		fd = (int)expect_sys(open(path, O_RDWR | O_CREAT | O_CLOEXEC,
+					  0600));
+		expect_sys(ftruncate(fd, PK_PAGE_SIZE));
+		unlink(path);
+		return fd;
+	}
+	case PG_RDONLY: {
+		int good = pk_good_page(), fd;
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", good);
+		fd = (int)expect_sys(open(path, O_RDONLY | O_CLOEXEC));
+		close(good);
+		return fd;
+	}
+	case PG_NO_SEAL_SEAL:
+		return pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS & ~F_SEAL_SEAL,
+			       PK_PAGE_MAGIC, PK_VERSION);
 	default:
 		return pk_good_page();
 	}
@@ -440,6 +487,18 @@ static const struct hello_case hello_cases[] = {
 	  -EPROTO },
 	{ "pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO },
 	{ "page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO },
+	{ "page of version 2", PG_BAD_VERSION, false, -EPROTO, -EPROTO },
+	{ "page without F_SEAL_GROW", PG_NO_GROW, false, -EPROTO, -EPROTO },
+	{ "page of 8 KiB", PG_BIG, false, -EPROTO, -EPROTO },
+	{ "page sealed F_SEAL_WRITE", PG_WRITE_SEALED, false, -EPROTO,
+	  -EPROTO },
+	{ "socket for a page", PG_SOCKET, false, -EPROTO, -EPROTO },
+	{ "regular file for a page", PG_FILE, false, -EPROTO, -EPROTO },
+	/* mmap(2) refuses it EACCES: that is the reader's doing, not a
+	 * matter of credentials. */
+	{ "page through a read-only fd", PG_RDONLY, false, -EPROTO,
+	  -EPROTO },
+	{ "page without F_SEAL_SEAL", PG_NO_SEAL_SEAL, false, 0, 0 },
 	/* Version negotiation: the answer says which version the producer
 	 * speaks (checked below), whatever the rest of the hello is. */
 	{ "hello of version 2", PG_GOOD, false, -EPROTONOSUPPORT,
@@ -590,6 +649,49 @@ START_TEST(test_bad_hello)
 	pk_victim_end(&v);
 	serve_good_reader(chan, &c);
 	expect_admits(chan, share ? sfd : -1);
+	close(sfd);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/*
+ * A page without F_SEAL_SEAL is admitted: the seals it could still take
+ * cannot hurt the producer.  F_SEAL_WRITE needs every writable shared
+ * mapping gone, and the producer's stays while the reader is joined
+ * (EBUSY); F_SEAL_FUTURE_WRITE spares mappings that exist; SHRINK and
+ * GROW are there already and seals never come off.  The producer writes
+ * the page to the end (dropping the reader included) and serves on.
+ */
+START_TEST(test_page_without_seal_seal)
+{
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	int sfd = expect_ok(shmfd_chan_share_fd(chan));
+	struct th_child c = th_spawn(good_reader, &sfd, 0);
+	struct pk_hello h = {
+		.type = PK_HELLO,
+		.version = PK_VERSION,
+		.flags = PK_HELLO_FENCED,
+		.nfds = 1,
+	};
+	struct pk_welcome w;
+	int sock, page;
+
+	th_get(c.sock);
+	page = pk_page(PK_PAGE_SIZE, PK_PAGE_SEALS & ~F_SEAL_SEAL,
+		       PK_PAGE_MAGIC, PK_VERSION);
+	sock = pk_connect(NAME);
+	expect(sock >= 0, "connect: %s", th_strerr(sock));
+	expect_eq(pk_send(sock, &h, sizeof(h), &page, 1), 0);
+	expect_eq(pk_await_welcome(sock, &w, NULL), 0);
+	expect_eq(shmfd_chan_readers(chan), 2);
+	expect_sys_err(fcntl(page, F_ADD_SEALS, F_SEAL_WRITE), EBUSY);
+	expect_sys(fcntl(page, F_ADD_SEALS, F_SEAL_FUTURE_WRITE |
+			 F_SEAL_SEAL));
+	/* Leave: the producer writes the page as it drops the reader. */
+	close(sock);
+	close(page);
+	expect_eventually(shmfd_chan_readers(chan) == 1);
+	serve_good_reader(chan, &c);
 	close(sfd);
 	shmfd_chan_close(chan);
 }
@@ -1057,6 +1159,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");
 	tcase_add_loop_test(tc, test_bad_hello, 0, 2 * HELLO_CASES);
+	tcase_add_test(tc, test_page_without_seal_seal);
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
 	tcase_add_test(tc, test_named_hello_two_fds);
