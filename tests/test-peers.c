@@ -378,6 +378,65 @@ START_TEST(test_bad_blob)
 }
 END_TEST
 
+/*
+ * A reader that joins while a blob is being sent may be passed its fd
+ * and still start past its record (ring.c (6): it went live before the
+ * sender's pass, and its join point waited for the publish).  The fd
+ * then arrives before the welcome, for a record the reader never reads:
+ * the page has it discard such fds (seq below start_seq), or a blob of
+ * any size stays pinned for as long as no later blob comes.  The kit
+ * plays that producer exactly: blob 1 published, its fd queued, then a
+ * welcome that starts after it.
+ */
+static int late_blob_producer(int ctl, void *arg)
+{
+	struct pk_blob_desc d = { .id = 1, .size = BLOB_SIZE };
+	int lfd, conn, fds[4], nfds, fd;
+	struct pk_welcome w;
+	struct pk_hello h;
+	struct pk_ring r;
+
+	pk_ring_init(&r, RING, 0, 0, -1);
+	lfd = pk_listen(NAME);
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	pk_take_hello(conn, &h, fds, &nfds);
+	pk_close_fds(fds, nfds);
+	fd = pk_blob("pk-blob-late", BLOB_SIZE, 1, PK_BLOB_SEALS);
+	pk_send_blob_fd(conn, 1, 1, BLOB_SIZE, fd);
+	close(fd);
+	pk_ring_put(&r, PK_REC_BLOB, 1, &d, sizeof(d));
+	w = pk_welcome_at_head(&r);		/* start_seq 2 */
+	expect_eq(pk_send(conn, &w, sizeof(w), &r.fd, 1), 0);
+	pk_ring_msg(&r, INLINE_LEN);		/* seq 2 */
+	put_blob(&r, conn, BLOB_GOOD, 2);	/* seq 3 */
+	th_get(ctl);
+	pk_ring_free(&r);
+	close(conn);
+	close(lfd);
+	return 0;
+}
+
+START_TEST(test_blob_before_start)
+{
+	struct th_child c = th_spawn(late_blob_producer, NULL, 0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+
+	th_get(c.sock);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	ck_assert_msg(th_fds_matching("pk-blob-late") == 0, "the fd of a blob "
+		      "before the reader's start is kept");
+	expect_msg(r, 2, false);
+	expect_msg(r, 3, true);
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	shmfd_reader_close(r);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ==== a bad reader's hello ==== */
 
 /* What stands where the reader page belongs. */
@@ -1156,6 +1215,7 @@ int main(void)
 
 	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, HS_COUNT);
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_COUNT);
+	tcase_add_test(tc, test_blob_before_start);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");
 	tcase_add_loop_test(tc, test_bad_hello, 0, 2 * HELLO_CASES);
