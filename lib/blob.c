@@ -370,7 +370,8 @@ void shmfd__fdq_clear(struct shmfd_reader *r)
 
 /* The oldest blob fd not yet matched: queued, or the next one on the
  * socket.  NULL when none is there.  Anything else the socket carries is
- * a producer breaking the protocol: dropped, fds closed. */
+ * a producer breaking the protocol: dropped, fds closed, and noted, so
+ * that the blob whose fd it may have stood for is refused, not lost. */
 static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 {
 	while (!r->fdq_count) {
@@ -379,14 +380,17 @@ static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 		int fd, n;
 
 		n = shmfd__recv_fds(r->sock, &m, sizeof(m), &fd, &nfds, 1);
-		if (n == -EPROTO)
-			continue;	/* truncated or odd: already closed */
+		if (n == -EPROTO) {
+			r->fdq_garbage = true;	/* fds already closed */
+			continue;
+		}
 		if (n <= 0)
 			return NULL;	/* nothing now, or hung up */
 		if ((size_t)n != sizeof(m) || m.type != SHMFD_MSG_BLOB_FD ||
 		    nfds != 1) {
 			if (nfds)
 				close(fd);
+			r->fdq_garbage = true;
 			continue;
 		}
 		if (shmfd__fdq_push(r, &m, fd) < 0) {
@@ -407,6 +411,8 @@ void shmfd__blob_drain(struct shmfd_reader *r, uint64_t seq)
 		close(q->fd);
 		fdq_pop(r);
 	}
+	/* What was discarded stood for records passed over. */
+	r->fdq_garbage = false;
 }
 
 /* Before 6.7 the kernel refuses a shared mapping of a write-sealed memfd
@@ -438,7 +444,8 @@ static int map_blob(int fd, size_t size, void **mapp)
  * The fd of the blob record t: 0 and the fd and a read-only mapping;
  * -ENOENT when its fd never came (the reader joined after it was sent,
  * or, lossy, its socket was full); -EPROTO when the fd is not a memfd
- * sealed against every change, of exactly the record's size.
+ * sealed against every change, of exactly the record's size, or when a
+ * malformed message came where its fd should have been.
  */
 int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 		     int *fdp, void **mapp)
@@ -449,13 +456,17 @@ int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 
 	for (;;) {
 		q = fdq_peek(r);
-		if (!q || q->id > t->blob.id)
-			return -ENOENT;
+		if (!q || q->id > t->blob.id) {
+			ret = r->fdq_garbage ? -EPROTO : -ENOENT;
+			r->fdq_garbage = false;
+			return ret;
+		}
 		if (q->id == t->blob.id)
 			break;
 		close(q->fd);		/* a send that failed half-way */
 		fdq_pop(r);
 	}
+	r->fdq_garbage = false;
 	fd = q->fd;
 	size = q->size;
 	fdq_pop(r);

@@ -309,6 +309,7 @@ struct shmfd_reader {
 	uint32_t fdq_head;
 	uint32_t fdq_count;
 	uint32_t fdq_cap;
+	bool fdq_garbage;		/* a malformed message was discarded */
 	uint64_t extra_lost;		/* blobs skipped since the last message */
 	uint64_t lost_total;		/* msg.lost so far: page.lost */
 	struct shmfd__uring uring;

@@ -195,6 +195,12 @@ enum {
 	BLOB_NO_SEAL,		/* WRITE|SHRINK|GROW: seals could be added */
 	BLOB_PIPE,		/* not a memfd */
 	BLOB_NO_MSG,		/* a record whose fd message never came */
+	BLOB_SOCKET,		/* not a memfd */
+	BLOB_SIZE_DIFFERS,	/* the message's size is not the record's */
+	BLOB_TWO_FDS,		/* the message carries two fds */
+	BLOB_MSG_NO_FD,		/* the message carries none */
+	BLOB_MSG_SHORT,		/* 24 bytes */
+	BLOB_MSG_TYPE,		/* a welcome, fd and all, where it belongs */
 	BLOB_COUNT
 };
 
@@ -212,6 +218,14 @@ static const struct {
 	[BLOB_NO_SEAL]		= { "blob without F_SEAL_SEAL", -EPROTO },
 	[BLOB_PIPE]		= { "pipe for a blob", -EPROTO },
 	[BLOB_NO_MSG]		= { "blob record without its fd", 1 },
+	[BLOB_SOCKET]		= { "socket for a blob", -EPROTO },
+	[BLOB_SIZE_DIFFERS]	= { "blob message of another size", -EPROTO },
+	/* A malformed message where the blob's fd belongs is the
+	 * producer's fault: refused, not counted as a lost blob. */
+	[BLOB_TWO_FDS]		= { "blob message with two fds", -EPROTO },
+	[BLOB_MSG_NO_FD]	= { "blob message without an fd", -EPROTO },
+	[BLOB_MSG_SHORT]	= { "blob message of 24 bytes", -EPROTO },
+	[BLOB_MSG_TYPE]		= { "welcome for a blob message", -EPROTO },
 };
 
 #define BLOB_SIZE	(3 * 4096 + 100)
@@ -252,6 +266,36 @@ static void bad_blob_msg(int conn, int how, uint64_t id, uint64_t seq)
 		break;
 	case BLOB_NO_MSG:
 		return;
+	case BLOB_SOCKET:
+		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+				      0, p));
+		fd = p[0];
+		break;
+	case BLOB_SIZE_DIFFERS:
+		fd = pk_blob(bad, BLOB_SIZE + 4096, seq, PK_BLOB_SEALS);
+		pk_send_blob_fd(conn, id, seq, BLOB_SIZE + 4096, fd);
+		close(fd);
+		return;
+	case BLOB_TWO_FDS:
+	case BLOB_MSG_NO_FD:
+	case BLOB_MSG_SHORT:
+	case BLOB_MSG_TYPE: {
+		struct pk_blob_fd m = {
+			.type = how == BLOB_MSG_TYPE ? PK_WELCOME : PK_BLOB_FD,
+			.id = id,
+			.seq = seq,
+			.size = BLOB_SIZE,
+		};
+		int two[2];
+
+		two[0] = pk_blob(bad, BLOB_SIZE, seq, PK_BLOB_SEALS);
+		two[1] = pk_blob(bad, BLOB_SIZE, seq, PK_BLOB_SEALS);
+		expect_eq(pk_send(conn, &m, how == BLOB_MSG_SHORT ? 24 :
+				  sizeof(m), two, how == BLOB_TWO_FDS ? 2 :
+				  how == BLOB_MSG_NO_FD ? 0 : 1), 0);
+		pk_close_fds(two, 2);
+		return;
+	}
 	default:
 		fd = pk_blob("pk-blob-good", BLOB_SIZE, seq, PK_BLOB_SEALS);
 		break;
