@@ -33,6 +33,7 @@
 #define NAME		"peers"
 #define RING		(64u * 1024u)
 #define WATCHDOG_S	(TEST_TIMEOUT_S / 2)
+#define INLINE_LEN	100
 
 /* A reader of this process that a bad producer refused still joins a
  * good channel and receives from it. */
@@ -67,6 +68,30 @@ enum {
 	HS_BAD_SIZE,		/* ring_size not a power of two */
 	HS_V2_REFUSAL,		/* "I speak version 2 only" */
 	HS_V2_WELCOME,		/* a version 2 welcome to a version 1 hello */
+	HS_HDR_BIGGER,		/* header claims twice the ring it has */
+	HS_ALL_BIGGER,		/* welcome and header both: the SIGBUS trap */
+	HS_HDR_VERSION,		/* header of version 2 */
+	HS_HDR_SIZE,		/* header's hdr_size not 4096 */
+	HS_NO_SEAL_SEAL,	/* seals could still be added */
+	HS_WRITE_SEALED,	/* F_SEAL_WRITE: useless, but harmless */
+	HS_TWO_FDS,		/* the ring and another fd */
+	HS_MAX_INLINE,		/* max_inline above ring_size / 2 - 16 */
+	HS_START_UNALIGNED,	/* start_pos not a multiple of 16 */
+	HS_JOIN_BEFORE_START,	/* join_head below start_pos */
+	HS_JOIN_FAR,		/* join_head more than a ring above start */
+	HS_START_SEQ_0,		/* start_seq 0 */
+	HS_PID_0,		/* producer_pid 0 */
+	HS_FLAGS,		/* an unknown welcome flag */
+	HS_FLAGS_DIFFER,	/* welcome lossy, header not */
+	HS_ERROR,		/* a refusal: reported as it is */
+	HS_ERROR_POSITIVE,	/* a "refusal" of status 5 */
+	HS_ERROR_WITH_FD,	/* a refusal that carries a ring */
+	HS_GARBAGE,		/* 8 bytes */
+	HS_SHORT_WELCOME,	/* 40 bytes */
+	HS_LONG_WELCOME,	/* 100 bytes: truncated */
+	HS_BAD_BLOB_FIRST,	/* a blob message without its fd first */
+	HS_HANG_UP,		/* closes without an answer */
+	HS_SILENT,		/* never answers: the join gives up */
 	HS_COUNT
 };
 
@@ -86,6 +111,32 @@ static const struct {
 	[HS_V2_REFUSAL]	= { "refusal by a version 2 producer",
 			    -EPROTONOSUPPORT },
 	[HS_V2_WELCOME]	= { "welcome of version 2", -EPROTO },
+	[HS_HDR_BIGGER]	= { "header claims a bigger ring", -EPROTO },
+	[HS_ALL_BIGGER]	= { "welcome and header claim more than the file",
+			    -EPROTO },
+	[HS_HDR_VERSION] = { "ring header of version 2", -EPROTO },
+	[HS_HDR_SIZE]	= { "ring header's hdr_size 8192", -EPROTO },
+	[HS_NO_SEAL_SEAL] = { "ring without F_SEAL_SEAL", -EPROTO },
+	[HS_WRITE_SEALED] = { "ring sealed F_SEAL_WRITE", 0 },
+	[HS_TWO_FDS]	= { "welcome with two fds", -EPROTO },
+	[HS_MAX_INLINE]	= { "max_inline above half the ring", -EPROTO },
+	[HS_START_UNALIGNED] = { "start_pos not aligned", -EPROTO },
+	[HS_JOIN_BEFORE_START] = { "join_head below start_pos", -EPROTO },
+	[HS_JOIN_FAR]	= { "join_head a ring above start_pos", -EPROTO },
+	[HS_START_SEQ_0] = { "start_seq 0", -EPROTO },
+	[HS_PID_0]	= { "producer_pid 0", -EPROTO },
+	[HS_FLAGS]	= { "unknown welcome flag", -EPROTO },
+	[HS_FLAGS_DIFFER] = { "welcome flags unlike the header's", -EPROTO },
+	[HS_ERROR]	= { "refusal -EUSERS", -EUSERS },
+	[HS_ERROR_POSITIVE] = { "refusal of status 5", -EPROTO },
+	[HS_ERROR_WITH_FD] = { "refusal with a ring", -EPROTO },
+	[HS_GARBAGE]	= { "8 bytes of garbage", -EPROTO },
+	[HS_SHORT_WELCOME] = { "welcome of 40 bytes", -EPROTO },
+	[HS_LONG_WELCOME] = { "welcome of 100 bytes", -EPROTO },
+	[HS_BAD_BLOB_FIRST] = { "blob message without fd first", -EPROTO },
+	[HS_HANG_UP]	= { "hang-up for an answer", -EPIPE },
+	/* The library's reader waits 10 s for a welcome. */
+	[HS_SILENT]	= { "no answer", -ETIMEDOUT },
 };
 
 /* Listen on NAME, take one hello, answer as case how says; stay until
@@ -113,12 +164,28 @@ static int hs_producer(int ctl, void *arg)
 	case HS_SHORT:
 		file = PK_HDR_SIZE + RING - 4096;
 		break;
+	case HS_NO_SEAL_SEAL:
+		seals = PK_RING_SEALS & ~F_SEAL_SEAL;
+		break;
+	case HS_WRITE_SEALED:
+		seals = PK_BLOB_SEALS;
+		break;
+	case HS_ALL_BIGGER:
+		file = PK_HDR_SIZE + RING;
+		break;
 	default:
 		break;
 	}
-	pk_ring_init(&r, RING, 0, file, seals);
+	pk_ring_init(&r, how == HS_ALL_BIGGER ? 2 * RING : RING, 0, file,
+		     seals);
 	if (how == HS_BAD_MAGIC)
 		r.hdr->magic = PK_PAGE_MAGIC;	/* a reader page's */
+	else if (how == HS_HDR_BIGGER)
+		r.hdr->ring_size = 2 * RING;
+	else if (how == HS_HDR_VERSION)
+		r.hdr->version = 2;
+	else if (how == HS_HDR_SIZE)
+		r.hdr->hdr_size = 8192;
 	w = pk_welcome_at_head(&r);
 	send_fd[0] = r.fd;
 	if (how == HS_PIPE) {
@@ -137,6 +204,29 @@ static int hs_producer(int ctl, void *arg)
 		nsend = 0;
 	} else if (how == HS_V2_WELCOME) {
 		w.version = 2;
+	} else if (how == HS_MAX_INLINE) {
+		w.max_inline = RING / 2;
+	} else if (how == HS_START_UNALIGNED) {
+		w.start_pos = w.join_head = 8;
+	} else if (how == HS_JOIN_BEFORE_START) {
+		w.start_pos = 64;
+	} else if (how == HS_JOIN_FAR) {
+		w.join_head = RING + 16;
+	} else if (how == HS_START_SEQ_0) {
+		w.start_seq = 0;
+	} else if (how == HS_PID_0) {
+		w.producer_pid = 0;
+	} else if (how == HS_FLAGS) {
+		w.flags = 1u << 5;
+	} else if (how == HS_FLAGS_DIFFER) {
+		w.flags = PK_RING_LOSSY;
+	} else if (how == HS_ERROR || how == HS_ERROR_POSITIVE ||
+		   how == HS_ERROR_WITH_FD) {
+		memset(&w, 0, sizeof(w));
+		w.type = PK_WELCOME;
+		w.version = PK_VERSION;
+		w.status = how == HS_ERROR_POSITIVE ? 5 : -EUSERS;
+		nsend = how == HS_ERROR_WITH_FD;
 	}
 
 	lfd = pk_listen(NAME);
@@ -144,11 +234,45 @@ static int hs_producer(int ctl, void *arg)
 	conn = pk_accept(lfd);
 	pk_take_hello(conn, &h, fds, &nfds);
 	pk_close_fds(fds, nfds);
-	expect_eq(pk_send(conn, &w, sizeof(w), send_fd, nsend), 0);
+	switch (how) {
+	case HS_TWO_FDS: {
+		int two[2] = { r.fd, r.fd };
+
+		expect_eq(pk_send(conn, &w, sizeof(w), two, 2), 0);
+		break;
+	}
+	case HS_GARBAGE:
+		expect_eq(pk_send(conn, "garbage!", 8, NULL, 0), 0);
+		break;
+	case HS_SHORT_WELCOME:
+		expect_eq(pk_send(conn, &w, 40, &r.fd, 1), 0);
+		break;
+	case HS_LONG_WELCOME: {
+		char big[100] = { 0 };
+
+		memcpy(big, &w, sizeof(w));
+		expect_eq(pk_send(conn, big, sizeof(big), &r.fd, 1), 0);
+		break;
+	}
+	case HS_BAD_BLOB_FIRST:
+		pk_send_blob_fd(conn, 1, 1, 4096, -1);
+		/* The reader may have hung up already. */
+		(void)pk_send(conn, &w, sizeof(w), &r.fd, 1);
+		break;
+	case HS_HANG_UP:
+		close(conn);
+		conn = -1;
+		break;
+	case HS_SILENT:
+		break;
+	default:
+		expect_eq(pk_send(conn, &w, sizeof(w), send_fd, nsend), 0);
+		break;
+	}
 	th_get(ctl);
 	pk_close_fds(pfd, 2);
 	pk_ring_free(&r);
-	close(conn);
+	pk_close_fds(&conn, 1);
 	close(lfd);
 	return 0;
 }
@@ -174,6 +298,203 @@ START_TEST(test_bad_producer_handshake)
 	} else {
 		ck_assert_ptr_null(r);
 	}
+	pk_victim_end(&v);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+	expect_still_served();
+}
+END_TEST
+
+/* ==== a bad producer's ring contents ==== */
+
+enum {
+	RC_GOOD,		/* two messages, as the page says */
+	RC_TOO_LONG,		/* a message longer than max_inline */
+	RC_PAST_END,		/* a record that runs past the data area */
+	RC_BAD_TYPE,		/* record type 9 */
+	RC_PAD_SHORT,		/* a PAD that ends before the data area does */
+	RC_BLOB_LEN,		/* a blob record of 8 bytes */
+	RC_BLOB_ID_0,		/* blob id 0 */
+	RC_BLOB_SIZE_0,		/* blob size 0 */
+	RC_SEQ_0,		/* seq 0 */
+	RC_SEQ_BACK,		/* 1, 2, then 2 again */
+	RC_SEQ_BEFORE_START,	/* a first seq below start_seq */
+	RC_HEAD_UNALIGNED,	/* head 24 */
+	RC_HEAD_BACK,		/* head falls below what was read */
+	RC_HEAD_FAR,		/* head two rings ahead */
+	RC_END_PAST_HEAD,	/* a record that ends beyond head */
+	RC_OLDEST_PAST_HEAD,	/* lossy: oldest above head */
+	RC_LATEST_UNALIGNED,	/* newest-only read of latest 24 */
+	RC_COUNT
+};
+
+static const struct {
+	const char *what;
+	int good;		/* good messages before the defect */
+	uint32_t flags;		/* ring flags */
+	bool latest;		/* receive with SHMFD_RECV_LATEST */
+} rc_cases[RC_COUNT] = {
+	[RC_GOOD]		= { .what = "two good messages", .good = 2 },
+	[RC_TOO_LONG]		= { .what = "message above max_inline" },
+	[RC_PAST_END]		= { .what = "record past the data area" },
+	[RC_BAD_TYPE]		= { .what = "record type 9" },
+	[RC_PAD_SHORT]		= { .what = "PAD short of the end" },
+	[RC_BLOB_LEN]		= { .what = "blob record of 8 bytes" },
+	[RC_BLOB_ID_0]		= { .what = "blob id 0" },
+	[RC_BLOB_SIZE_0]	= { .what = "blob size 0" },
+	[RC_SEQ_0]		= { .what = "seq 0" },
+	[RC_SEQ_BACK]		= { .what = "seq going backwards", .good = 2 },
+	[RC_SEQ_BEFORE_START]	= { .what = "seq below start_seq" },
+	[RC_HEAD_UNALIGNED]	= { .what = "head not aligned" },
+	[RC_HEAD_BACK]		= { .what = "head going backwards", .good = 2 },
+	[RC_HEAD_FAR]		= { .what = "head two rings ahead" },
+	[RC_END_PAST_HEAD]	= { .what = "record ending past head" },
+	[RC_OLDEST_PAST_HEAD]	= { .what = "oldest above head",
+				    .flags = PK_RING_LOSSY },
+	[RC_LATEST_UNALIGNED]	= { .what = "latest not aligned", .good = 1,
+				    .latest = true },
+};
+
+/* A record header at pos, its payload left as it is. */
+static void raw_rec(struct pk_ring *r, uint64_t pos, uint32_t type,
+		    uint32_t len, uint64_t seq)
+{
+	struct pk_rec *rec = (void *)(r->data + (pos & (r->size - 1)));
+
+	rec->len = len;
+	rec->type = type;
+	rec->seq = seq;
+}
+
+static int rc_producer(int ctl, void *arg)
+{
+	int how = (int)(intptr_t)arg, lfd, conn, fds[4], nfds;
+	uint64_t p;
+	struct pk_welcome w;
+	struct pk_hello h;
+	struct pk_ring r;
+
+	pk_ring_init(&r, RING, rc_cases[how].flags, 0, -1);
+	if (how == RC_PAST_END) {
+		/* Start the reader near the end of the data area. */
+		r.head = RING - 64;
+		r.hdr->head = r.hdr->oldest = r.head;
+	}
+	w = pk_welcome_at_head(&r);
+	if (how == RC_SEQ_BEFORE_START)
+		w.start_seq = 5;
+	lfd = pk_listen(NAME);
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	pk_take_hello(conn, &h, fds, &nfds);
+	pk_close_fds(fds, nfds);
+	expect_eq(pk_send(conn, &w, sizeof(w), &r.fd, 1), 0);
+	th_get(ctl);				/* the reader joined */
+	for (int i = 0; i < rc_cases[how].good; i++)
+		pk_ring_msg(&r, INLINE_LEN);
+	th_put(ctl, 2);
+	th_get(ctl);				/* it read them */
+	p = r.head;
+	switch (how) {
+	case RC_TOO_LONG:
+		raw_rec(&r, p, PK_REC_MSG, RING / 4 + 16, 1);
+		pk_ring_set_head(&r, p + RING / 4 + 32);
+		break;
+	case RC_PAST_END:
+		raw_rec(&r, p, PK_REC_MSG, 100, 1);
+		pk_ring_set_head(&r, p + 128);
+		break;
+	case RC_BAD_TYPE:
+		raw_rec(&r, p, 9, 16, 1);
+		pk_ring_set_head(&r, p + 32);
+		break;
+	case RC_PAD_SHORT:
+		raw_rec(&r, p, PK_REC_PAD, 100, 0);
+		pk_ring_set_head(&r, p + 128);
+		break;
+	case RC_BLOB_LEN:
+	case RC_BLOB_ID_0:
+	case RC_BLOB_SIZE_0: {
+		struct pk_blob_desc *d = (void *)(r.data + p + 16);
+
+		raw_rec(&r, p, PK_REC_BLOB, how == RC_BLOB_LEN ? 8 : 16, 1);
+		d->id = how == RC_BLOB_ID_0 ? 0 : 1;
+		d->size = how == RC_BLOB_SIZE_0 ? 0 : 4096;
+		pk_ring_set_head(&r, p + 32);
+		break;
+	}
+	case RC_SEQ_0:
+	case RC_SEQ_BACK:
+	case RC_SEQ_BEFORE_START:
+		raw_rec(&r, p, PK_REC_MSG, 16, how == RC_SEQ_0 ? 0 :
+			how == RC_SEQ_BACK ? 2 : 3);
+		pk_ring_set_head(&r, p + 32);
+		break;
+	case RC_HEAD_UNALIGNED:
+		raw_rec(&r, p, PK_REC_MSG, 8, 1);
+		pk_ring_set_head(&r, p + 24);
+		break;
+	case RC_HEAD_BACK:
+		pk_ring_set_head(&r, 16);
+		break;
+	case RC_HEAD_FAR:
+		raw_rec(&r, p, PK_REC_MSG, 16, 1);
+		pk_ring_set_head(&r, p + 2 * RING);
+		break;
+	case RC_END_PAST_HEAD:
+		raw_rec(&r, p, PK_REC_MSG, 100, 1);
+		pk_ring_set_head(&r, p + 32);
+		break;
+	case RC_OLDEST_PAST_HEAD:
+		raw_rec(&r, p, PK_REC_MSG, 16, 1);
+		r.hdr->oldest = 1u << 20;
+		pk_ring_set_head(&r, p + 32);
+		break;
+	case RC_LATEST_UNALIGNED:
+		pk_ring_msg(&r, INLINE_LEN);
+		r.hdr->latest = p + 24;
+		break;
+	default:
+		break;
+	}
+	th_put(ctl, 3);
+	th_get(ctl);
+	pk_ring_free(&r);
+	close(conn);
+	close(lfd);
+	return 0;
+}
+
+/* The ring holds what the page forbids: shmfd_recv() says -EPROTO, each
+ * time it is asked, and the reader closes cleanly; a good channel still
+ * serves this process. */
+START_TEST(test_bad_ring_contents)
+{
+	struct th_child c = th_spawn(rc_producer, (void *)(intptr_t)_i, 0);
+	int flags = rc_cases[_i].latest ? SHMFD_RECV_LATEST : 0;
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+	struct pk_victim v;
+
+	th_get(c.sock);
+	pk_victim_begin(&v, rc_cases[_i].what, WATCHDOG_S);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 2);
+	for (int i = 1; i <= rc_cases[_i].good; i++) {
+		expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+		expect_next(r, &m, (uint64_t)i);
+	}
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 3);
+	if (_i == RC_GOOD) {
+		expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	} else {
+		expect_err(shmfd_recv(r, &m, flags, DEADLINE_MS), EPROTO);
+		expect_err(shmfd_recv(r, &m, flags, 0), EPROTO);
+	}
+	shmfd_reader_close(r);
 	pk_victim_end(&v);
 	th_put(c.sock, 0);
 	expect_exit(c.pid, 0);
@@ -229,7 +550,6 @@ static const struct {
 };
 
 #define BLOB_SIZE	(3 * 4096 + 100)
-#define INLINE_LEN	100
 
 /* The fd message of blob id (seq) as case how makes it. */
 static void bad_blob_msg(int conn, int how, uint64_t id, uint64_t seq)
@@ -578,42 +898,48 @@ struct hello_case {
 	size_t len;		/* 0: a hello's 16 bytes */
 };
 
+/* H(what, page, garbage, named answer, share answer, version, length) */
+#define H(w, p, g, n, sh, v, l) { w, p, g, n, sh, v, l }
+
 static const struct hello_case hello_cases[] = {
-	{ "good hello", PG_GOOD, false, 0, 0 },
-	{ "garbage for a hello", PG_GOOD, true, -EPROTO, -EPROTO },
+	H("good hello", PG_GOOD, false, 0, 0, 0, 0),
+	H("garbage for a hello", PG_GOOD, true, -EPROTO, -EPROTO, 0, 0),
 	/* Through a share fd the answer socket is then the only fd: the
 	 * hello names two, so no answer can be trusted to it. */
-	{ "no page", PG_NONE, false, -EPROTO, PK_HUNG_UP },
-	{ "unsealed page", PG_UNSEALED, false, -EPROTO, -EPROTO },
-	{ "page of 1 KiB", PG_SHORT, false, -EPROTO, -EPROTO },
-	{ "page sealed FUTURE_WRITE", PG_FUTURE_WRITE, false, -EPROTO,
-	  -EPROTO },
-	{ "pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO },
-	{ "page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO },
-	{ "page of version 2", PG_BAD_VERSION, false, -EPROTO, -EPROTO },
-	{ "page without F_SEAL_GROW", PG_NO_GROW, false, -EPROTO, -EPROTO },
-	{ "page of 8 KiB", PG_BIG, false, -EPROTO, -EPROTO },
-	{ "page sealed F_SEAL_WRITE", PG_WRITE_SEALED, false, -EPROTO,
-	  -EPROTO },
-	{ "socket for a page", PG_SOCKET, false, -EPROTO, -EPROTO },
-	{ "regular file for a page", PG_FILE, false, -EPROTO, -EPROTO },
+	H("no page", PG_NONE, false, -EPROTO, PK_HUNG_UP, 0, 0),
+	H("unsealed page", PG_UNSEALED, false, -EPROTO, -EPROTO, 0, 0),
+	H("page of 1 KiB", PG_SHORT, false, -EPROTO, -EPROTO, 0, 0),
+	H("page sealed FUTURE_WRITE", PG_FUTURE_WRITE, false, -EPROTO,
+	  -EPROTO, 0, 0),
+	H("pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO, 0, 0),
+	H("page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO,
+	  0, 0),
+	H("page of version 2", PG_BAD_VERSION, false, -EPROTO, -EPROTO, 0, 0),
+	H("page without F_SEAL_GROW", PG_NO_GROW, false, -EPROTO, -EPROTO,
+	  0, 0),
+	H("page of 8 KiB", PG_BIG, false, -EPROTO, -EPROTO, 0, 0),
+	H("page sealed F_SEAL_WRITE", PG_WRITE_SEALED, false, -EPROTO,
+	  -EPROTO, 0, 0),
+	H("socket for a page", PG_SOCKET, false, -EPROTO, -EPROTO, 0, 0),
+	H("regular file for a page", PG_FILE, false, -EPROTO, -EPROTO, 0, 0),
 	/* mmap(2) refuses it EACCES: that is the reader's doing, not a
 	 * matter of credentials. */
-	{ "page through a read-only fd", PG_RDONLY, false, -EPROTO,
-	  -EPROTO },
-	{ "page without F_SEAL_SEAL", PG_NO_SEAL_SEAL, false, 0, 0 },
+	H("page through a read-only fd", PG_RDONLY, false, -EPROTO, -EPROTO,
+	  0, 0),
+	H("page without F_SEAL_SEAL", PG_NO_SEAL_SEAL, false, 0, 0, 0, 0),
 	/* Version negotiation: the answer says which version the producer
 	 * speaks (checked below), whatever the rest of the hello is. */
-	{ "hello of version 2", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2 },
-	{ "hello of version 0", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 0x80000000u },
-	{ "hello of version 2, 40 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2, 40 },
-	{ "hello of version 2, 256 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2, 256 },
-	{ "hello of 40 bytes", PG_GOOD, false, -EPROTO, -EPROTO, 0, 40 },
+	H("hello of version 2", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2, 0),
+	H("hello of version 0", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 0x80000000u, 0),
+	H("hello of version 2, 40 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2, 40),
+	H("hello of version 2, 256 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, 2, 256),
+	H("hello of 40 bytes", PG_GOOD, false, -EPROTO, -EPROTO, 0, 40),
 };
+
 
 #define HELLO_CASES	((int)(sizeof(hello_cases) / sizeof(hello_cases[0])))
 
@@ -1258,6 +1584,7 @@ int main(void)
 	TCase *tc = th_tcase("bad producer");
 
 	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, HS_COUNT);
+	tcase_add_loop_test(tc, test_bad_ring_contents, 0, RC_COUNT);
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_COUNT);
 	tcase_add_test(tc, test_blob_before_start);
 	suite_add_tcase(s, tc);
