@@ -465,6 +465,10 @@ static void on_pending(struct shmfd_chan *c, int fd)
 		return;
 	}
 	if (n <= 0) {
+		/* A hang-up, or an empty datagram, which reads the same on
+		 * SOCK_SEQPACKET: either way the end of it, and of any fd
+		 * that came with it. */
+		close_fds(fds, nfds);
 		close(fd);
 		return;
 	}

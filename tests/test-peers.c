@@ -32,7 +32,8 @@
 
 #define NAME		"peers"
 #define RING		(64u * 1024u)
-#define WATCHDOG_S	(TEST_TIMEOUT_S / 2)
+/* Past the test's own waits (DEADLINE_MS), short of Check's timeout. */
+#define WATCHDOG_S	(TEST_TIMEOUT_S * 3 / 4)
 #define INLINE_LEN	100
 
 /* A reader of this process that a bad producer refused still joins a
@@ -891,55 +892,79 @@ static int make_bad_page(enum page_kind k, int *extra)
 struct hello_case {
 	const char *what;
 	enum page_kind page;
+	int named;		/* the answer's status, or PK_HUNG_UP */
+	int share;
 	bool garbage;		/* bytes that are not a hello */
-	int named_want;		/* the answer's status, or PK_HUNG_UP */
-	int share_want;
-	uint32_t version;	/* 0: PK_VERSION */
+	bool empty;		/* a datagram of 0 bytes */
+	bool stream;		/* the answer socket is SOCK_STREAM */
+	uint32_t type;		/* 0: PK_HELLO */
+	uint32_t version;	/* 0: PK_VERSION; 0x80000000: 0 */
+	uint32_t flags;
+	int nfds;		/* the nfds field: 0 the fds sent, 1 one
+				 * more, -1 one less */
+	int extra;		/* more good pages after the fds */
 	size_t len;		/* 0: a hello's 16 bytes */
 };
 
-/* H(what, page, garbage, named answer, share answer, version, length) */
-#define H(w, p, g, n, sh, v, l) { w, p, g, n, sh, v, l }
+/* what, page kind, answer by name, answer through a share fd, more */
+#define HC(w, p, n, sh, ...) \
+	{ .what = w, .page = p, .named = n, .share = sh, __VA_ARGS__ }
 
 static const struct hello_case hello_cases[] = {
-	H("good hello", PG_GOOD, false, 0, 0, 0, 0),
-	H("garbage for a hello", PG_GOOD, true, -EPROTO, -EPROTO, 0, 0),
+	HC("good hello", PG_GOOD, 0, 0),
+	HC("good hello, FROM_OLDEST and FENCED", PG_GOOD, 0, 0,
+	  .flags = PK_FROM_OLDEST | PK_HELLO_FENCED),
+	HC("garbage for a hello", PG_GOOD, -EPROTO, -EPROTO, .garbage = true),
 	/* Through a share fd the answer socket is then the only fd: the
 	 * hello names two, so no answer can be trusted to it. */
-	H("no page", PG_NONE, false, -EPROTO, PK_HUNG_UP, 0, 0),
-	H("unsealed page", PG_UNSEALED, false, -EPROTO, -EPROTO, 0, 0),
-	H("page of 1 KiB", PG_SHORT, false, -EPROTO, -EPROTO, 0, 0),
-	H("page sealed FUTURE_WRITE", PG_FUTURE_WRITE, false, -EPROTO,
-	  -EPROTO, 0, 0),
-	H("pipe for a page", PG_PIPE, false, -EPROTO, -EPROTO, 0, 0),
-	H("page with a wrong magic", PG_BAD_MAGIC, false, -EPROTO, -EPROTO,
-	  0, 0),
-	H("page of version 2", PG_BAD_VERSION, false, -EPROTO, -EPROTO, 0, 0),
-	H("page without F_SEAL_GROW", PG_NO_GROW, false, -EPROTO, -EPROTO,
-	  0, 0),
-	H("page of 8 KiB", PG_BIG, false, -EPROTO, -EPROTO, 0, 0),
-	H("page sealed F_SEAL_WRITE", PG_WRITE_SEALED, false, -EPROTO,
-	  -EPROTO, 0, 0),
-	H("socket for a page", PG_SOCKET, false, -EPROTO, -EPROTO, 0, 0),
-	H("regular file for a page", PG_FILE, false, -EPROTO, -EPROTO, 0, 0),
+	HC("no page", PG_NONE, -EPROTO, PK_HUNG_UP),
+	HC("unsealed page", PG_UNSEALED, -EPROTO, -EPROTO),
+	HC("page of 1 KiB", PG_SHORT, -EPROTO, -EPROTO),
+	HC("page sealed FUTURE_WRITE", PG_FUTURE_WRITE, -EPROTO, -EPROTO),
+	HC("pipe for a page", PG_PIPE, -EPROTO, -EPROTO),
+	HC("page with a wrong magic", PG_BAD_MAGIC, -EPROTO, -EPROTO),
+	HC("page of version 2", PG_BAD_VERSION, -EPROTO, -EPROTO),
+	HC("page without F_SEAL_GROW", PG_NO_GROW, -EPROTO, -EPROTO),
+	HC("page of 8 KiB", PG_BIG, -EPROTO, -EPROTO),
+	HC("page sealed F_SEAL_WRITE", PG_WRITE_SEALED, -EPROTO, -EPROTO),
+	HC("socket for a page", PG_SOCKET, -EPROTO, -EPROTO),
+	HC("regular file for a page", PG_FILE, -EPROTO, -EPROTO),
 	/* mmap(2) refuses it EACCES: that is the reader's doing, not a
 	 * matter of credentials. */
-	H("page through a read-only fd", PG_RDONLY, false, -EPROTO, -EPROTO,
-	  0, 0),
-	H("page without F_SEAL_SEAL", PG_NO_SEAL_SEAL, false, 0, 0, 0, 0),
+	HC("page through a read-only fd", PG_RDONLY, -EPROTO, -EPROTO),
+	HC("page without F_SEAL_SEAL", PG_NO_SEAL_SEAL, 0, 0),
 	/* Version negotiation: the answer says which version the producer
 	 * speaks (checked below), whatever the rest of the hello is. */
-	H("hello of version 2", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2, 0),
-	H("hello of version 0", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 0x80000000u, 0),
-	H("hello of version 2, 40 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2, 40),
-	H("hello of version 2, 256 bytes", PG_GOOD, false, -EPROTONOSUPPORT,
-	  -EPROTONOSUPPORT, 2, 256),
-	H("hello of 40 bytes", PG_GOOD, false, -EPROTO, -EPROTO, 0, 40),
+	HC("hello of version 2", PG_GOOD, -EPROTONOSUPPORT, -EPROTONOSUPPORT,
+	  .version = 2),
+	HC("hello of version 0", PG_GOOD, -EPROTONOSUPPORT, -EPROTONOSUPPORT,
+	  .version = 0x80000000u),
+	HC("hello of version 2, 40 bytes", PG_GOOD, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, .version = 2, .len = 40),
+	HC("hello of version 2, 256 bytes", PG_GOOD, -EPROTONOSUPPORT,
+	  -EPROTONOSUPPORT, .version = 2, .len = 256),
+	/* Lengths. */
+	HC("hello of 40 bytes", PG_GOOD, -EPROTO, -EPROTO, .len = 40),
+	HC("hello of 4 bytes", PG_GOOD, -EPROTO, -EPROTO, .len = 4),
+	/* Past the 256 bytes a producer reads: refused as truncated, with
+	 * an answer where one can be trusted. */
+	HC("hello of 300 bytes", PG_GOOD, -EPROTO, PK_HUNG_UP, .len = 300),
+	HC("hello of 64 KiB", PG_GOOD, -EPROTO, PK_HUNG_UP, .len = 65536),
+	/* 0 bytes read as a hang-up by name; through a share fd the
+	 * datagram is noise, and the fds that came with it are closed. */
+	HC("empty datagram", PG_GOOD, PK_HUNG_UP, PK_HUNG_UP, .empty = true),
+	/* Fields. */
+	HC("bye for a hello", PG_GOOD, -EPROTO, -EPROTO, .type = PK_BYE),
+	HC("stats for a hello", PG_GOOD, -EPROTO, -EPROTO, .type = PK_STATS),
+	HC("unknown hello flag", PG_GOOD, -EPROTO, -EPROTO, .flags = 1u << 4),
+	HC("nfds one more than sent", PG_GOOD, -EPROTO, -EPROTO, .nfds = 1),
+	HC("nfds one less than sent", PG_GOOD, -EPROTO, -EPROTO, .nfds = -1),
+	/* Fds. */
+	HC("an fd too many", PG_GOOD, -EPROTO, PK_HUNG_UP, .extra = 1),
+	HC("eight fds", PG_GOOD, -EPROTO, PK_HUNG_UP, .extra = 6),
+	HC("stream socket to answer on", PG_GOOD, -EPROTO, PK_HUNG_UP,
+	  .stream = true),
 };
-
 
 #define HELLO_CASES	((int)(sizeof(hello_cases) / sizeof(hello_cases[0])))
 
@@ -950,40 +975,51 @@ static const struct hello_case hello_cases[] = {
  */
 static struct pk_welcome answer;	/* bad_hello's last */
 
+/*
+ * Send case c's hello on sock (a named connection) or, with share, on a
+ * share fd with the answer socket after the page; then the answer: the
+ * welcome's status or PK_HUNG_UP.
+ */
 static int bad_hello(int sock, bool share, const struct hello_case *c)
 {
-	union {
-		struct pk_hello h;
-		char raw[256];
-	} u = {
-		.h = {
-			.type = PK_HELLO,
-			/* 0x80000000 stands for 0 in the table */
-			.version = c->version ? c->version & 0x7fffffff
-					      : PK_VERSION,
-			.nfds = share ? 2 : 1,
-		},
-	};
-	char junk[sizeof(u.h)] = "not a hello....";
-	int fds[2], nfds = 0, extra, page, sv[2] = { -1, -1 }, fd, ret;
+	static char buf[65536];
+	struct pk_hello *h = (void *)buf;
+	int fds[10], nfds = 0, extra, page, sv[2] = { -1, -1 }, fd, ret;
+	size_t len = c->len ? c->len : sizeof(*h);
 
+	memset(buf, 0, sizeof(buf));
 	page = make_bad_page(c->page, &extra);
 	if (page >= 0)
 		fds[nfds++] = page;
 	fd = sock;
 	if (share) {
-		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+		expect_sys(socketpair(AF_UNIX, (c->stream ? SOCK_STREAM :
+						SOCK_SEQPACKET) | SOCK_CLOEXEC,
 				      0, sv));
 		fds[nfds++] = sv[1];
 		fd = sv[0];
+	} else if (c->stream) {
+		expect_sys(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				      sv));
+		fds[nfds++] = sv[1];
 	}
-	expect_eq(pk_send(sock, c->garbage ? (void *)junk : (void *)&u,
-			  c->len ? c->len : sizeof(u.h), fds, nfds), 0);
+	for (int i = 0; i < c->extra; i++)
+		fds[nfds++] = pk_good_page();
+	h->type = c->type ? c->type : PK_HELLO;
+	h->version = c->version ? c->version & 0x7fffffff : PK_VERSION;
+	h->flags = c->flags;
+	h->nfds = (uint32_t)(c->nfds ? nfds + (c->nfds > 0 ? 1 : -1)
+				    : nfds);
+	if (c->garbage)
+		memcpy(buf, "not a hello....", 16);
+	expect_eq(pk_send(sock, buf, c->empty ? 0 : len, fds, nfds), 0);
 	pk_close_fds(fds, nfds);
 	pk_close_fds(&extra, 1);
 	memset(&answer, 0, sizeof(answer));
 	ret = pk_await_welcome(fd, &answer, NULL);
 	if (share)
+		close(sv[0]);
+	else if (sv[0] >= 0)
 		close(sv[0]);
 	return ret;
 }
@@ -1050,7 +1086,7 @@ START_TEST(test_bad_hello)
 	int sfd = expect_ok(shmfd_chan_share_fd(chan));
 	struct th_child c = th_spawn(good_reader, &sfd, 0);
 	struct pk_victim v;
-	int sock, ret, want = share ? hc->share_want : hc->named_want;
+	int sock, ret, want = share ? hc->share : hc->named;
 
 	th_get(c.sock);
 	expect_eq(shmfd_chan_readers(chan), 1);
@@ -1346,7 +1382,8 @@ END_TEST
 START_TEST(test_joins_counts_welcomed)
 {
 	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
-	const struct hello_case *garbage = &hello_cases[1];
+	const struct hello_case garbage = HC("garbage", PG_GOOD, -EPROTO,
+					     -EPROTO, .garbage = true);
 	struct pk_hello h = {
 		.type = PK_HELLO,
 		.version = PK_VERSION,
@@ -1359,7 +1396,7 @@ START_TEST(test_joins_counts_welcomed)
 	/* Refused at the hello. */
 	sock = pk_connect(NAME);
 	expect(sock >= 0, "connect: %s", th_strerr(sock));
-	expect_err(bad_hello(sock, false, garbage), EPROTO);
+	expect_err(bad_hello(sock, false, &garbage), EPROTO);
 	close(sock);
 	/* Registered, but the welcome cannot be sent. */
 	sock = pk_connect(NAME);
