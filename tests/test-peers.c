@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1371,6 +1372,192 @@ START_TEST(test_stats_of_version_2)
 }
 END_TEST
 
+/* ==== readers that never read, never speak, or never stop ==== */
+
+/* Message seq to chan: inline, or a blob (one byte past max_inline). */
+static int send_one(struct shmfd_chan *chan, uint64_t seq, bool blob,
+		    int timeout_ms)
+{
+	static char buf[RING / 4 + 1];
+	size_t len = blob ? sizeof(buf) : INLINE_LEN;
+
+	th_fill(buf, len, seq);
+	return shmfd_send(chan, buf, len, timeout_ms);
+}
+
+static void recv_one(struct shmfd_reader *r, uint64_t seq, bool blob)
+{
+	struct shmfd_msg m;
+
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	expect_eq(m.len, blob ? RING / 4 + 1 : INLINE_LEN);
+	expect_next(r, &m, seq);
+}
+
+/*
+ * A kit reader joins and never reads: neither the ring nor its socket.
+ * _i bit 0: the messages are blobs (its socket fills); bit 1: lossy.
+ * Reliable, it holds the producer back only for each send's timeout,
+ * and not at all once it has gone (dropped at once); lossy, never.  A
+ * library reader beside it receives every message sent, in order.
+ */
+START_TEST(test_never_reads)
+{
+	bool blob = _i & 1, lossy = _i & 2;
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0,
+					  lossy ? SHMFD_LOSSY : 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct shmfd_reader *good = th_join(share, 0);
+	struct pk_victim v;
+	struct pk_reader stuck;
+	uint64_t seq = 0;
+	int ret = 0;
+
+	/* The producer makes its blob sender's io_uring on the first blob:
+	 * one before the count. */
+	if (blob) {
+		expect_ok(send_one(chan, seq + 1, blob, DEADLINE_MS));
+		recv_one(good, ++seq, blob);
+	}
+	pk_victim_begin(&v, "a reader that never reads", WATCHDOG_S);
+	expect_eq(pk_join_named(&stuck, NAME, 0), 0);
+	expect_eq(shmfd_chan_readers(chan), 2);
+	for (int i = 0; i < (lossy ? 1000 : 5000); i++) {
+		ret = send_one(chan, seq + 1, blob, lossy ? 0 : 100);
+		if (ret == -ETIMEDOUT)
+			break;
+		expect_ok(ret);
+		recv_one(good, ++seq, blob);
+	}
+	if (lossy)
+		expect_eq(ret, 0);
+	else
+		ck_assert_msg(ret == -ETIMEDOUT, "%llu sends, the stuck reader "
+			      "never held the producer back",
+			      (unsigned long long)seq);
+	/* It goes without a word: the producer drops it and goes on. */
+	pk_reader_close(&stuck, false);
+	expect_ok(send_one(chan, seq + 1, blob, DEADLINE_MS));
+	recv_one(good, ++seq, blob);
+	expect_eventually(shmfd_chan_readers(chan) == 1);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	shmfd_reader_close(good);
+	close(share);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/* Connect to NAME n times, keep every connection, say nothing. */
+static int silent_crowd(int ctl, void *arg)
+{
+	int n = (int)(intptr_t)arg;
+	struct rlimit rl;
+
+	expect_sys(getrlimit(RLIMIT_NOFILE, &rl));
+	if (rl.rlim_cur < (rlim_t)n + 64) {
+		rl.rlim_cur = (rlim_t)n + 64;
+		if (rl.rlim_max < rl.rlim_cur)
+			rl.rlim_max = rl.rlim_cur;	/* root may */
+		expect_sys(setrlimit(RLIMIT_NOFILE, &rl));
+	}
+	th_get(ctl);
+	for (int i = 0; i < n; i++) {
+		int fd = pk_connect(NAME);
+
+		expect(fd >= 0, "connection %d: %s", i, th_strerr(fd));
+	}
+	th_put(ctl, 1);
+	th_get(ctl);
+	return 0;
+}
+
+/*
+ * _i: 200 or 1000 connections that never speak, all held open.  The
+ * producer keeps at most 64 of them (the oldest gives way), and still
+ * admits a reader and answers an observer meanwhile; once they go, its
+ * fds are what they were.
+ */
+START_TEST(test_silent_connections)
+{
+	int n = _i ? 1000 : 200;
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_stat st;
+	struct pk_victim v;
+	struct th_child c;
+	char buf[INLINE_LEN];
+	struct shmfd_msg m;
+
+	c = th_spawn(silent_crowd, (void *)(intptr_t)n, 0);
+	pk_victim_begin(&v, "connections that never speak", WATCHDOG_S);
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 1);
+	expect_eventually(th_fd_count() <= v.count + 64);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	th_fill(buf, sizeof(buf), 1);
+	expect_ok(shmfd_send(chan, buf, sizeof(buf), DEADLINE_MS));
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	expect_next(r, &m, 1);
+	expect_ok(shmfd_chan_stat(NAME, &st, DEADLINE_MS));
+	expect_eq(st.readers, 1);
+	shmfd_reader_close(r);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	expect_eventually(shmfd_chan_readers(chan) == 0);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	close(c.sock);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
+/*
+ * A thousand connections one after the other: a third close at once,
+ * a third join and say bye, a third join and hang up.  The producer
+ * ends with no reader and the fds it started with, has counted every
+ * join, and serves a reader that comes after.
+ */
+START_TEST(test_thousand_joins)
+{
+	struct shmfd_chan *chan = th_chan(NAME, RING, 0, 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct shmfd_stat st;
+	struct pk_victim v;
+	struct th_child c;
+	unsigned int joins = 0;
+
+	pk_victim_begin(&v, "a thousand connections", WATCHDOG_S);
+	for (int i = 0; i < 1000; i++) {
+		struct pk_reader r;
+		int fd;
+
+		switch (i % 3) {
+		case 0:
+			fd = pk_connect(NAME);
+			expect(fd >= 0, "connect: %s", th_strerr(fd));
+			close(fd);
+			break;
+		default:
+			expect_eq(pk_join_named(&r, NAME, 0), 0);
+			joins++;
+			pk_reader_close(&r, i % 3 == 1);
+			break;
+		}
+	}
+	expect_eventually(shmfd_chan_readers(chan) == 0);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	expect_ok(shmfd_chan_stat(NAME, &st, DEADLINE_MS));
+	expect_eq(st.joins, joins);
+	c = th_spawn(good_reader, &share, 0);
+	th_get(c.sock);
+	serve_good_reader(chan, &c);
+	close(share);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 /* ==== the joins figure ==== */
 
 /*
@@ -1631,6 +1818,11 @@ int main(void)
 	tcase_add_loop_test(tc, test_share_empty_datagram, 0, 2);
 	tcase_add_test(tc, test_share_dropped_hello);
 	tcase_add_test(tc, test_named_hello_two_fds);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("crowds");
+	tcase_add_loop_test(tc, test_never_reads, 0, 4);
+	tcase_add_loop_test(tc, test_silent_connections, 0, 2);
+	tcase_add_test(tc, test_thousand_joins);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("figures");
 	tcase_add_test(tc, test_joins_counts_welcomed);
