@@ -56,6 +56,11 @@ enum {
 	PK_POLL_FD = 7,
 };
 
+struct pk_poll_fd {
+	uint32_t type;
+	uint32_t reserved;
+};
+
 /* Record types (THE RING). */
 enum {
 	PK_REC_MSG = 1,
@@ -178,12 +183,15 @@ struct pk_page {
 	uint64_t sleep_pos;		/* 128 */
 	uint8_t  gap3[56];
 	uint64_t lost;			/* 192 */
+	uint8_t  gap4[56];
+	uint32_t dropped;		/* 256 */
 };
 
 static_assert(sizeof(struct pk_hello) == 16, "page: hello");
 static_assert(sizeof(struct pk_welcome) == 64, "page: welcome");
 static_assert(offsetof(struct pk_welcome, slot) == 56, "page: welcome");
 static_assert(sizeof(struct pk_bye) == 8, "page: bye");
+static_assert(sizeof(struct pk_poll_fd) == 8, "page: poll fd");
 static_assert(sizeof(struct pk_blob_fd) == 32, "page: blob fd");
 static_assert(sizeof(struct pk_stat_req) == 8, "page: stat request");
 static_assert(sizeof(struct pk_stats) == 72, "page: stats");
@@ -198,6 +206,7 @@ static_assert(offsetof(struct pk_page, tail) == 64, "page: reader page");
 static_assert(offsetof(struct pk_page, wake) == 72, "page: reader page");
 static_assert(offsetof(struct pk_page, sleep_pos) == 128, "page: rpage");
 static_assert(offsetof(struct pk_page, lost) == 192, "page: reader page");
+static_assert(offsetof(struct pk_page, dropped) == 256, "page: rpage");
 
 /* ---- transport ---- */
 
