@@ -141,13 +141,21 @@ static const struct {
 	[HS_SILENT]	= { "no answer", -ETIMEDOUT },
 };
 
-/* Listen on NAME, take one hello, answer as case how says; stay until
- * the test has seen the reader decide. */
+/* Which case, and how the fake is reached: by name, or through a share
+ * fd (sp: the pair, sp[1] the fake's end). */
+struct hs_arg {
+	int how;
+	int sp[2];
+};
+
+/* Listen on NAME (or take the share fd's end), take one hello, answer as
+ * case how says; stay until the test has seen the reader decide. */
 static int hs_producer(int ctl, void *arg)
 {
-	int how = (int)(intptr_t)arg;
+	const struct hs_arg *a = arg;
+	int how = a->how;
 	size_t file = 0;
-	int seals = -1, lfd, conn, fds[4], nfds, send_fd[1], nsend = 1;
+	int seals = -1, lfd = -1, conn, fds[4], nfds, send_fd[1], nsend = 1;
 	int pfd[2] = { -1, -1 };
 	struct pk_welcome w;
 	struct pk_hello h;
@@ -231,11 +239,22 @@ static int hs_producer(int ctl, void *arg)
 		nsend = how == HS_ERROR_WITH_FD;
 	}
 
-	lfd = pk_listen(NAME);
-	th_put(ctl, 1);
-	conn = pk_accept(lfd);
-	pk_take_hello(conn, &h, fds, &nfds);
-	pk_close_fds(fds, nfds);
+	if (a->sp[1] >= 0) {
+		/* A share fd: the answer goes on the socket the hello
+		 * brought, after the page. */
+		close(a->sp[0]);
+		th_put(ctl, 1);
+		pk_take_hello(a->sp[1], &h, fds, &nfds);
+		expect_eq(nfds, 2);
+		close(fds[0]);
+		conn = fds[1];
+	} else {
+		lfd = pk_listen(NAME);
+		th_put(ctl, 1);
+		conn = pk_accept(lfd);
+		pk_take_hello(conn, &h, fds, &nfds);
+		pk_close_fds(fds, nfds);
+	}
 	switch (how) {
 	case HS_TWO_FDS: {
 		int two[2] = { r.fd, r.fd };
@@ -275,35 +294,50 @@ static int hs_producer(int ctl, void *arg)
 	pk_close_fds(pfd, 2);
 	pk_ring_free(&r);
 	pk_close_fds(&conn, 1);
-	close(lfd);
+	pk_close_fds(&lfd, 1);
 	return 0;
 }
 
+/* _i: case _i / 2, by name (even) or through a share fd (odd). */
 START_TEST(test_bad_producer_handshake)
 {
-	struct th_child c = th_spawn(hs_producer, (void *)(intptr_t)_i, 0);
+	struct hs_arg a = { .how = _i / 2, .sp = { -1, -1 } };
+	const char *what = hs_cases[a.how].what;
+	int want = hs_cases[a.how].want, ret, fd = -1;
 	struct shmfd_reader *r = NULL;
 	struct shmfd_msg m;
 	struct pk_victim v;
-	int ret;
+	struct th_child c;
 
+	if (_i % 2)
+		expect_sys(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+				      0, a.sp));
+	c = th_spawn(hs_producer, &a, 0);
+	pk_close_fds(&a.sp[1], 1);
 	th_get(c.sock);
-	pk_victim_begin(&v, hs_cases[_i].what, WATCHDOG_S);
-	ret = shmfd_reader_open(&r, NAME, 0);
-	ck_assert_msg(ret == hs_cases[_i].want, "%s: shmfd_reader_open = %d "
-		      "(%s), expected %d (%s)", hs_cases[_i].what, ret,
-		      th_strerr(ret), hs_cases[_i].want,
-		      th_strerr(hs_cases[_i].want));
+	pk_victim_begin(&v, what, WATCHDOG_S);
+	if (_i % 2) {
+		/* open_fd owns the fd once it succeeds. */
+		fd = (int)expect_sys(fcntl(a.sp[0], F_DUPFD_CLOEXEC, 0));
+		ret = shmfd_reader_open_fd(&r, fd, 0);
+	} else {
+		ret = shmfd_reader_open(&r, NAME, 0);
+	}
+	ck_assert_msg(ret == want, "%s (%s): open = %d (%s), expected %d (%s)",
+		      what, _i % 2 ? "share fd" : "named", ret, th_strerr(ret),
+		      want, th_strerr(want));
 	if (ret == 0) {
 		expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
 		shmfd_reader_close(r);
 	} else {
 		ck_assert_ptr_null(r);
+		pk_close_fds(&fd, 1);
 	}
 	pk_victim_end(&v);
 	th_put(c.sock, 0);
 	expect_exit(c.pid, 0);
 	close(c.sock);
+	pk_close_fds(&a.sp[0], 1);
 	expect_still_served();
 }
 END_TEST
@@ -1815,7 +1849,7 @@ int main(void)
 	Suite *s = suite_create("peers");
 	TCase *tc = th_tcase("bad producer");
 
-	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, HS_COUNT);
+	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, 2 * HS_COUNT);
 	tcase_add_loop_test(tc, test_bad_ring_contents, 0, RC_COUNT);
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_COUNT);
 	tcase_add_test(tc, test_blob_before_start);
