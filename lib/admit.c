@@ -225,9 +225,12 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
 	if (ret < 0)
 		goto refuse;
-	if (named && !shmfd__mode_allows(c->mode, uid, gid)) {
-		ret = -EACCES;
-		goto refuse;
+	if (named) {
+		ret = shmfd__peer_allowed(sock, c->mode, uid, gid);
+		if (ret == 0)
+			ret = -EACCES;
+		if (ret < 0)
+			goto refuse;
 	}
 	/* The page must stay 4096 bytes (no SIGBUS for us) and stay
 	 * writable by the reader, who owns it. */
@@ -238,6 +241,11 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 		goto refuse;
 	ret = shmfd__map(page_fd, SHMFD_RPAGE_SIZE, PROT_READ | PROT_WRITE,
 			 (void **)&page);
+	/* An fd opened read-only, or a write seal added since the check
+	 * (the page need not carry F_SEAL_SEAL): the reader's doing, not a
+	 * question of permissions, which -EACCES would suggest. */
+	if (ret == -EACCES || ret == -EPERM)
+		ret = -EPROTO;
 	if (ret < 0)
 		goto refuse;
 	if (madvise(page, SHMFD_RPAGE_SIZE, MADV_DONTFORK) < 0 ||
@@ -333,8 +341,13 @@ static void join(struct shmfd_chan *c, int sock, int page_fd,
 	w.join_head = head;
 	w.slot = idx;
 	w.producer_pid = (int32_t)c->pid;
+	/* joins above tells the sender to look at the tails again, so it
+	 * counts every registration; shmfd_chan_stat() counts only readers
+	 * that were told they joined. */
 	if (shmfd__sendmsg(&c->uring, sock, &w, sizeof(w), &c->ring_fd, 1) < 0)
 		drop(c, idx);
+	else
+		c->welcomed++;
 	return;
 
 refuse:
@@ -428,7 +441,7 @@ static void pending_remove(struct shmfd_chan *c, int fd)
  * slot table, the counters of joins and of dropped readers' losses) and
  * from the shared header; the sender is not asked.  Consumes sock.
  */
-static void answer_stats(struct shmfd_chan *c, int sock)
+static void answer_stats(struct shmfd_chan *c, int sock, int status)
 {
 	struct shmfd__stats a = {
 		.type = SHMFD_MSG_STATS,
@@ -437,11 +450,15 @@ static void answer_stats(struct shmfd_chan *c, int sock)
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	int ret;
+	int ret = status;
 
-	ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
-	if (ret == 0 && !shmfd__mode_allows(c->mode, uid, gid))
-		ret = -EACCES;
+	if (ret == 0)
+		ret = shmfd__peer_cred(sock, &pid, &uid, &gid);
+	if (ret == 0) {
+		ret = shmfd__peer_allowed(sock, c->mode, uid, gid);
+		if (ret == 0)
+			ret = -EACCES;
+	}
 	if (ret < 0) {
 		a.status = ret;
 		goto out;
@@ -461,11 +478,15 @@ static void answer_stats(struct shmfd_chan *c, int sock)
 		a.lost += LOAD_RELAXED(&s->page->lost);
 	}
 	a.published = LOAD_ACQUIRE(&c->hdr->seq);
-	a.joins = LOAD_RELAXED(&c->joins);
+	a.joins = c->welcomed;
 out:
 	shmfd__sendmsg(&c->uring, sock, &a, sizeof(a), NULL, 0);
 	close(sock);
 }
+
+/* A hello or stat request of another version may be longer than ours:
+ * room for one that still gets its -EPROTONOSUPPORT answer. */
+#define FIRST_MSG_MAX	256
 
 /* A named connection spoke: its first message must be a hello, or a
  * request for the channel's figures. */
@@ -474,6 +495,7 @@ static void on_pending(struct shmfd_chan *c, int fd)
 	union {
 		struct shmfd__hello h;
 		struct shmfd__stat_req q;
+		char raw[FIRST_MSG_MAX];
 	} u;
 	struct shmfd__hello h;
 	unsigned int nfds = 0;
@@ -501,19 +523,29 @@ static void on_pending(struct shmfd_chan *c, int fd)
 		return;
 	}
 	if (n <= 0) {
+		/* A hang-up, or an empty datagram, which reads the same on
+		 * SOCK_SEQPACKET: either way the end of it, and of any fd
+		 * that came with it. */
+		close_fds(fds, nfds);
 		close(fd);
 		return;
 	}
-	if ((size_t)n == sizeof(u.q) && nfds == 0 &&
-	    u.q.type == SHMFD_MSG_STAT_REQ &&
-	    u.q.version == SHMFD_PROTO_VERSION) {
-		answer_stats(c, fd);
+	/* A stat request, even a malformed one, is answered in kind: an
+	 * observer reads only a stats message. */
+	if ((size_t)n >= sizeof(u.q) && u.q.type == SHMFD_MSG_STAT_REQ) {
+		close_fds(fds, nfds);
+		answer_stats(c, fd, u.q.version != SHMFD_PROTO_VERSION ?
+				    -EPROTONOSUPPORT :
+				    (size_t)n != sizeof(u.q) || nfds ? -EPROTO
+								     : 0);
 		return;
 	}
 	memcpy(&h, &u.h, sizeof(h));
 	n = shmfd__check_hello(&h, (size_t)n, nfds);
-	if (n < 0 || nfds != 1) {
-		reply_error(c, fd, -EPROTO);
+	if (n == 0 && nfds != 1)
+		n = -EPROTO;
+	if (n < 0) {
+		reply_error(c, fd, n);
 		close_fds(fds, nfds);
 		close(fd);
 		return;
@@ -578,11 +610,14 @@ static void share_remove(struct shmfd_chan *c, int fd)
  * it wants the answer on. */
 static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 {
-	struct shmfd__hello h;
+	union {
+		struct shmfd__hello h;
+		char raw[FIRST_MSG_MAX];
+	} u;
 	unsigned int nfds = 0;
 	int fds[2];
 	bool known = false;
-	int n;
+	int n, ret;
 
 	pthread_mutex_lock(&c->lock);
 	for (uint32_t i = 0; i < c->nshares && !known; i++)
@@ -590,7 +625,7 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	pthread_mutex_unlock(&c->lock);
 	if (!known)
 		return;		/* closed earlier in this batch */
-	n = shmfd__recv_fds(fd, &h, sizeof(h), fds, &nfds, 2);
+	n = shmfd__recv_fds(fd, &u, sizeof(u), fds, &nfds, 2);
 	if (n == -EAGAIN)
 		return;
 	if (n == 0) {
@@ -608,10 +643,10 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 	}
 	if (n < 0)
 		return;
-	if (shmfd__check_hello(&h, (size_t)n, nfds) < 0 || nfds != 2 ||
-	    !is_seqpacket_unix(fds[1])) {
+	ret = shmfd__check_hello(&u.h, (size_t)n, nfds);
+	if (ret < 0 || nfds != 2 || !is_seqpacket_unix(fds[1])) {
 		if (nfds == 2 && is_seqpacket_unix(fds[1]))
-			reply_error(c, fds[1], -EPROTO);
+			reply_error(c, fds[1], ret < 0 ? ret : -EPROTO);
 		close_fds(fds, nfds);
 		return;
 	}
@@ -619,7 +654,7 @@ static void on_share(struct shmfd_chan *c, int fd, uint32_t events)
 		close_fds(fds, nfds);
 		return;
 	}
-	join(c, fds[1], fds[0], h.flags, false);
+	join(c, fds[1], fds[0], u.h.flags, false);
 }
 
 /*

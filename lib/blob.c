@@ -370,7 +370,8 @@ void shmfd__fdq_clear(struct shmfd_reader *r)
 
 /* The oldest blob fd not yet matched: queued, or the next one on the
  * socket.  NULL when none is there.  Anything else the socket carries is
- * a producer breaking the protocol: dropped, fds closed. */
+ * a producer breaking the protocol: dropped, fds closed, and noted, so
+ * that the blob whose fd it may have stood for is refused, not lost. */
 static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 {
 	while (!r->fdq_count) {
@@ -379,14 +380,19 @@ static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 		int fd, n;
 
 		n = shmfd__recv_fds(r->sock, &m, sizeof(m), &fd, &nfds, 1);
-		if (n == -EPROTO || n == -EMFILE)
-			continue;	/* odd, or no room for its fd: lost */
+		if (n == -EMFILE)
+			continue;	/* no room here for its fd: lost */
+		if (n == -EPROTO) {
+			r->fdq_garbage = true;	/* fds already closed */
+			continue;
+		}
 		if (n <= 0)
 			return NULL;	/* nothing now, or hung up */
 		if ((size_t)n != sizeof(m) || m.type != SHMFD_MSG_BLOB_FD ||
 		    nfds != 1) {
 			if (nfds)
 				close(fd);
+			r->fdq_garbage = true;
 			continue;
 		}
 		if (shmfd__fdq_push(r, &m, fd) < 0) {
@@ -407,6 +413,8 @@ void shmfd__blob_drain(struct shmfd_reader *r, uint64_t seq)
 		close(q->fd);
 		fdq_pop(r);
 	}
+	/* What was discarded stood for records passed over. */
+	r->fdq_garbage = false;
 }
 
 /* Before 6.7 the kernel refuses a shared mapping of a write-sealed memfd
@@ -438,9 +446,10 @@ static int map_blob(int fd, size_t size, void **mapp)
  * The fd of the blob record t: 0 and the fd and a read-only mapping;
  * -ENOENT when its fd never came (the reader joined after it was sent,
  * or, lossy, its socket was full); -EPROTO when the fd is not a memfd
- * sealed against every change, of exactly the record's size; -ENOMEM
- * (or another mmap error) when it cannot be mapped.  On those errors the
- * blob counts as lost (the caller counts -ENOENT itself).
+ * sealed against every change, of exactly the record's size, or when a
+ * malformed message came where its fd should have been; -ENOMEM (or
+ * another mmap error) when it cannot be mapped.  On those errors the blob
+ * counts as lost (the caller counts -ENOENT itself).
  */
 int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 		     int *fdp, void **mapp)
@@ -451,13 +460,20 @@ int shmfd__blob_take(struct shmfd_reader *r, const struct shmfd__taken *t,
 
 	for (;;) {
 		q = fdq_peek(r);
-		if (!q || q->id > t->blob.id)
-			return -ENOENT;
+		if (!q || q->id > t->blob.id) {
+			if (!r->fdq_garbage)
+				return -ENOENT;
+			/* Refused, and counted as below. */
+			r->fdq_garbage = false;
+			r->extra_lost++;
+			return -EPROTO;
+		}
 		if (q->id == t->blob.id)
 			break;
 		close(q->fd);		/* a send that failed half-way */
 		fdq_pop(r);
 	}
+	r->fdq_garbage = false;
 	fd = q->fd;
 	size = q->size;
 	fdq_pop(r);

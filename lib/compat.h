@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/futex.h>
@@ -62,6 +63,11 @@ static inline void shmfd__prep_futex_wait(struct io_uring_sqe *sqe,
 	sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
 #endif
 }
+
+/* SO_PEERGROUPS: Linux 4.13, glibc 2.27 (the asm-generic value). */
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS		59
+#endif
 
 /* pidfd_open(): Linux 5.3, glibc 2.36. */
 static inline int shmfd__pidfd_open(pid_t pid)

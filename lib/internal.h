@@ -139,7 +139,9 @@ int shmfd__listen(const char *name, mode_t mode, int *fdp,
 		  char *path, size_t pathlen);
 int shmfd__connect(const char *name, int *fdp);
 int shmfd__peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
-bool shmfd__mode_allows(mode_t mode, uid_t uid, gid_t gid);
+/* May this peer join a named channel of this mode?  As connect(2)
+ * decides for the socket file: 1, 0, or -errno. */
+int shmfd__peer_allowed(int sock, mode_t mode, uid_t uid, gid_t gid);
 
 /* ---- ring.c: producer side ---- */
 struct shmfd_chan;
@@ -219,6 +221,7 @@ struct shmfd_chan {
 	bool watch_pids;		/* thread: no pidfds, poll readers' pids */
 	uint32_t nreaders;		/* live readers, atomic */
 	uint32_t joins;			/* bumped by the thread on each join */
+	uint64_t welcomed;		/* thread: readers sent a welcome */
 	uint64_t lost_gone;		/* thread: page.lost of dropped readers */
 	struct shmfd__uring uring;	/* the thread's */
 	pid_t pid;
@@ -319,6 +322,7 @@ struct shmfd_reader {
 	uint32_t fdq_head;
 	uint32_t fdq_count;
 	uint32_t fdq_cap;
+	bool fdq_garbage;		/* a malformed message was discarded */
 	uint64_t extra_lost;		/* blobs skipped since the last message */
 	uint64_t lost_total;		/* msg.lost so far: page.lost */
 	struct shmfd__uring uring;

@@ -86,9 +86,14 @@ int shmfd__recv_fds(int sock, void *buf, size_t len, int *fds,
 int shmfd__check_hello(const struct shmfd__hello *h, size_t len,
 		       unsigned int nfds)
 {
-	if (len != sizeof(*h) || h->type != SHMFD_MSG_HELLO)
+	/* Type and version come first in a hello of every version; what
+	 * follows them may differ in another version, so it is judged only
+	 * once the version is ours (shmfd-protocol(7), Version). */
+	if (len < 8 || h->type != SHMFD_MSG_HELLO)
 		return -EPROTO;
 	if (h->version != SHMFD_PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (len != sizeof(*h))
 		return -EPROTO;
 	if (h->flags & ~((uint32_t)SHMFD_FROM_OLDEST | SHMFD_HELLO_FENCED))
 		return -EPROTO;
@@ -101,10 +106,12 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 {
 	if (len != sizeof(*w) || w->type != SHMFD_MSG_WELCOME)
 		return -EPROTO;
-	if (w->version != SHMFD_PROTO_VERSION)
-		return -EPROTO;
+	/* An error answer reads the same in every version: a producer that
+	 * does not speak ours refuses with -EPROTONOSUPPORT in its own. */
 	if (w->status)
 		return 0;		/* an error answer carries nothing else */
+	if (w->version != SHMFD_PROTO_VERSION)
+		return -EPROTO;
 	if (w->flags & ~((uint32_t)SHMFD_RING_LOSSY | SHMFD_RING_ASYM))
 		return -EPROTO;
 	if (w->ring_size < SHMFD_MIN_RING || w->ring_size > SHMFD_MAX_RING ||
@@ -123,12 +130,14 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 
 int shmfd__check_stats(const struct shmfd__stats *a, size_t len)
 {
-	if (len != sizeof(*a) || a->type != SHMFD_MSG_STATS ||
-	    a->version != SHMFD_PROTO_VERSION)
+	if (len != sizeof(*a) || a->type != SHMFD_MSG_STATS)
 		return -EPROTO;
+	/* As for a welcome, a refusal is understood in any version. */
 	if (a->status)
 		return a->status < 0 && a->status >= -4095 ? a->status
 							   : -EPROTO;
+	if (a->version != SHMFD_PROTO_VERSION)
+		return -EPROTO;
 	if (a->flags & ~(uint32_t)SHMFD_RING_LOSSY)
 		return -EPROTO;
 	if (a->ring_size < SHMFD_MIN_RING || a->ring_size > SHMFD_MAX_RING ||

@@ -252,6 +252,11 @@ static int handshake(struct shmfd_reader *r, int hello_sock, pid_t pid,
 	ret = map_ring(r, &w, ring_fd);
 	close(ring_fd);
 	r->asym = !fenced && (w.flags & SHMFD_RING_ASYM);
+	/* Joining during a blob send, we may have been passed its fd and
+	 * still start past its record (ring.c (6)): we will never read it,
+	 * and its fd would pin the blob until the next one comes. */
+	if (ret == 0)
+		shmfd__blob_drain(r, w.start_seq);
 	return ret;
 }
 
@@ -463,7 +468,8 @@ static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
 				continue;
 			return -EPIPE;
 		}
-		if (r->hangup)
+		/* Dropped: no need to wait for the hang-up (ring.c (8)). */
+		if (r->hangup || LOAD_ACQUIRE(&r->page->dropped))
 			return gone_reason(r);
 		if (timed_out)
 			return -ETIMEDOUT;

@@ -141,8 +141,12 @@ int shmfd__listen(const char *name, mode_t mode, int *fdp, char *path,
 		}
 	}
 	/* connect(2) needs write permission on the socket file: give it to
-	 * exactly the classes mode allows (SO_PEERCRED is checked too). */
-	if (chmod(path, mode & 0666) < 0 || listen(fd, 64) < 0) {
+	 * exactly the classes mode allows (SO_PEERCRED is checked too).  The
+	 * file's group is ours even in a set-group-ID directory, so that
+	 * the kernel's group class is the one shmfd__peer_allowed() sees. */
+	if (fchownat(AT_FDCWD, path, (uid_t)-1, getegid(),
+		     AT_SYMLINK_NOFOLLOW) < 0 ||
+	    chmod(path, mode & 0666) < 0 || listen(fd, 64) < 0) {
 		ret = shmfd__neg_errno();
 		unlink(path);
 		goto fail;
@@ -197,12 +201,66 @@ int shmfd__peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
-/* mode's owner/group/other bits, as for a file owned by this process. */
-bool shmfd__mode_allows(mode_t mode, uid_t uid, gid_t gid)
+/* Is one of the peer's supplementary groups ours?  1, 0 or -errno. */
+static int peer_in_group(int sock, gid_t ours)
 {
+	gid_t small[64], *groups = small;
+	socklen_t len = sizeof(small);
+	int ret = 0;
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+		/* Before Linux 4.13 only the primary group is known. */
+		if (errno == ENOPROTOOPT)
+			return 0;
+		if (errno != ERANGE)
+			return shmfd__neg_errno();
+		/* len now says how much room the list needs. */
+		groups = malloc(len);
+		if (!groups)
+			return -ENOMEM;
+		if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups,
+			       &len) < 0) {
+			ret = shmfd__neg_errno();
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < len / sizeof(*groups); i++) {
+		if (groups[i] == ours) {
+			ret = 1;
+			break;
+		}
+	}
+out:
+	if (groups != small)
+		free(groups);
+	return ret;
+}
+
+/*
+ * May the peer on sock (uid, gid from SO_PEERCRED) join a channel of this
+ * mode?  Exactly what connect(2) decides for the socket file, which is
+ * ours, of our group and mode & 0666 (shmfd__listen): root always (it
+ * overrides file permissions); else the peer's class -- owner if its uid
+ * is ours, else group if its primary or a supplementary group is ours,
+ * else other -- must have its write bit, the one connect(2) needs.
+ * Checking it here too means a socket file chmod-ed wider, or reached
+ * through another path, still admits no one mode does not.  1, 0, or
+ * -errno.
+ */
+int shmfd__peer_allowed(int sock, mode_t mode, uid_t uid, gid_t gid)
+{
+	int ret;
+
+	if (uid == 0)
+		return 1;
 	if (uid == geteuid())
-		return mode & 0600;
+		return !!(mode & S_IWUSR);
 	if (gid == getegid())
-		return mode & 0060;
-	return mode & 0006;
+		return !!(mode & S_IWGRP);
+	ret = peer_in_group(sock, getegid());
+	if (ret < 0)
+		return ret;
+	if (ret)
+		return !!(mode & S_IWGRP);
+	return !!(mode & S_IWOTH);
 }
