@@ -22,6 +22,7 @@
 #define SHMFD_HELD_MAX		256u	/* messages one reader may hold */
 #define HELD_NONE		0xffffu
 #define SHMFD_JOIN_TIMEOUT_MS	10000	/* handshake answer deadline */
+#define SHMFD_BOUNDS		64u	/* chunks of the ring, ring.c */
 #define SHMFD_FALLBACK_SLICE_MS	100	/* self-wake without io_uring futex */
 
 /* Shared-memory accesses: every load and store of a shared word goes
@@ -181,6 +182,10 @@ struct shmfd_chan {
 	uint64_t seq;
 	uint64_t oldest;
 	uint64_t min_tail;		/* readers' tails known to be >= this */
+	/* ring.c, retire_point: for each of SHMFD_BOUNDS chunk boundaries
+	 * of the last ring's worth, the first record start at or past it. */
+	uint64_t bounds[SHMFD_BOUNDS];
+	uint64_t chunk;			/* size / SHMFD_BOUNDS */
 	uint64_t resv_pos;		/* reserved record start, or UINT64_MAX */
 	uint64_t resv_len;
 	uint64_t epoch;			/* odd while the sender reads slots */

@@ -181,6 +181,7 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 	c->data = (uint8_t *)map + SHMFD_HDR_SIZE;
 	c->size = ring_size;
 	c->mask = ring_size - 1;
+	c->chunk = ring_size / SHMFD_BOUNDS;
 	c->max_inline = max_inline;
 	c->lossy = lossy;
 	c->resv_pos = NO_RESV;
@@ -258,6 +259,73 @@ uint64_t shmfd__slice_end(uint64_t deadline)
 	uint64_t t = shmfd__now_ns() + 1000000;
 
 	return t < deadline ? t : deadline;
+}
+
+/* The first record start at or past upto, walking the records from o
+ * (a record start).  Reads the headers of old records: cold lines. */
+static uint64_t walk_records(const struct shmfd_chan *c, uint64_t o,
+			     uint64_t upto)
+{
+	while (o < upto) {
+		const struct shmfd__rec *r = rec_at(c->data, c->mask, o);
+
+		o += ALIGN_UP((uint64_t)r->len + sizeof(*r), SHMFD_REC_ALIGN);
+	}
+	return o;
+}
+
+/* publish: note, for the chunk boundaries the records from prev to end
+ * crossed, the first record start at or past each (start, or end). */
+static inline void note_bounds(struct shmfd_chan *c, uint64_t prev,
+			       uint64_t start, uint64_t end)
+{
+	uint64_t cb = (prev | (c->chunk - 1)) + 1;	/* first past prev */
+
+	for (; cb <= end; cb += c->chunk)
+		c->bounds[(cb / c->chunk) % SHMFD_BOUNDS] =
+			cb <= start ? start : end;
+}
+
+/*
+ * Reliable mode, (2): how far to retire, at least to limit.  Lossy
+ * readers need oldest exact; reliable readers only see it move past them
+ * once dropped, and a FROM_OLDEST join starts there.  So retire an eighth
+ * of the ring at a time, up to what every reader has released: one store
+ * to the shared line per chunk, not one per message.  The record start
+ * comes from the bounds note, not from walking a chunk's cold headers.
+ * Every position from limit up is a record start at or below head (the
+ * sender's own, whatever the readers' tails say), so nothing a reader
+ * writes can make oldest fall between records.
+ */
+static uint64_t retire_point(struct shmfd_chan *c, uint64_t limit)
+{
+	uint64_t want = limit, cb, o;
+	uint32_t slowest;
+
+	for (int pass = 0; pass < 2; pass++) {
+		want = limit + c->size / 8;
+		if (want > c->min_tail)
+			want = c->min_tail;
+		if (want < limit)
+			want = limit;	/* a FROM_OLDEST join: (5) */
+		/* A boundary in [limit, want]: the record start past it is
+		 * no further than the slowest tail, a record start. */
+		cb = want & ~(c->chunk - 1);
+		if (cb >= limit && cb <= c->head) {
+			/* Noted when head crossed cb, less than a ring ago. */
+			o = c->bounds[(cb / c->chunk) % SHMFD_BOUNDS];
+			if (o >= cb && o <= c->head)
+				return o;
+		}
+		if (pass)
+			break;
+		/* The slowest tail we know of is within a chunk: it has
+		 * likely moved on since we looked. */
+		slots_enter(c);
+		c->min_tail = scan_min_tail(c, &slowest);
+		slots_exit(c);
+	}
+	return walk_records(c, c->oldest, want);
 }
 
 /*
@@ -362,29 +430,11 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 		}
 	}
 
-	/* (2): retire every record we are about to overwrite, then write.
-	 * A LIVE reliable reader is never overtaken by oldest (its tail
-	 * keeps what it reads in place); oldest tells a FROM_OLDEST join
-	 * where to start, and a dropped reader that it was dropped.  So
-	 * retire an eighth of the ring at a time, up to what every reader
-	 * has released: one store to the shared line per chunk, not one
-	 * per message.  Lossy readers need oldest exact. */
+	/* (2): retire every record we are about to overwrite, then write. */
 	if (c->oldest < limit) {
-		uint64_t o = c->oldest, upto = limit;
-
-		if (!c->lossy) {
-			upto = limit + c->size / 8;
-			if (upto > c->min_tail)
-				upto = c->min_tail > limit ? c->min_tail : limit;
-		}
-		while (o < upto) {
-			const struct shmfd__rec *r = rec_at(c->data, c->mask, o);
-
-			o += ALIGN_UP((uint64_t)r->len + sizeof(*r),
-				      SHMFD_REC_ALIGN);
-		}
-		c->oldest = o;
-		STORE_RELAXED(&c->hdr->oldest, o);
+		c->oldest = c->lossy ? walk_records(c, c->oldest, limit)
+				     : retire_point(c, limit);
+		STORE_RELAXED(&c->hdr->oldest, c->oldest);
 		FENCE_RELEASE();
 	}
 
@@ -453,13 +503,15 @@ static void publish(struct shmfd_chan *c, size_t len, uint32_t type,
 		    bool opened)
 {
 	struct shmfd__rec *r;
-	uint64_t p = c->resv_pos;
+	uint64_t p = c->resv_pos, prev = c->head;
 
 	r = rec_at(c->data, c->mask, p);
 	r->len = (uint32_t)len;
 	r->type = type;
 	r->seq = ++c->seq;
 	c->head = p + ALIGN_UP((uint64_t)len + sizeof(*r), SHMFD_REC_ALIGN);
+	if (!c->lossy)
+		note_bounds(c, prev, p, c->head);
 	c->resv_pos = NO_RESV;
 
 	if (!opened) {
