@@ -525,6 +525,16 @@ class Channel:
         _view(_span(buf.value, n, None), False)[:] = mv
         return _c.shmfd_commit(self._ptr, n)
 
+    def _send_ptr(self, addr, n, timeout=None):
+        """Send n bytes at address addr (for shmfd.qt)."""
+        ms = _lib.timeout_ms(timeout)
+        self._ready()
+        with self._lock:
+            if self._spare is not None:
+                self._flush_spare()
+            ret = _c.shmfd_send(self._ptr, addr, n, ms)
+        _lib.check(ret, "shmfd_send")
+
     def reserve(self, size, timeout=None):
         """Reserve size bytes inside the ring to build a message in place.
 

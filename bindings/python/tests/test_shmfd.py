@@ -109,6 +109,14 @@ def child_producer(out, count, die):
     ch.close()
 
 
+def child_polygon(share, out):
+    import shmfd.qt
+    with shmfd.Reader.from_share(share) as r:
+        poly = shmfd.qt.recv_polygon(r, timeout=DEADLINE)
+        out.put([(p.x(), p.y()) for p in (poly[0], poly[poly.size() - 1])]
+                + [poly.size()])
+
+
 def child_uses_parent(ch, r, out):
     errs = []
     for f in (lambda: ch.send(b"x"), lambda: r.recv(timeout=0)):
@@ -767,6 +775,73 @@ class TestProcesses(unittest.TestCase):
             ch.send(b"parent still sends")          # not closed by the child
             with r.recv(timeout=DEADLINE) as m:
                 self.assertEqual(bytes(m.data), b"parent still sends")
+
+
+def qt_available():
+    try:
+        import shmfd.qt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@unittest.skipUnless(qt_available(), "neither PyQt5 nor PyQt6 is installed")
+class TestQt(unittest.TestCase):
+    def setUp(self):
+        import shmfd.qt
+        self.qt = shmfd.qt
+        self.QPointF = shmfd.qt.QPointF
+        self.QPolygonF = shmfd.qt.QPolygonF
+
+    def test_polygon_round_trip(self):
+        ch, r = pair()
+        with ch, r:
+            pts = [self.QPointF(i, i * 0.5) for i in range(10000)]
+            self.qt.send_polygon(ch, pts)               # a list of QPointF
+            self.qt.send_polygon(ch, self.QPolygonF(pts[:3]))
+            self.qt.send_polygon(ch, [])
+            poly = self.qt.recv_polygon(r, timeout=DEADLINE)
+            self.assertIsInstance(poly, self.QPolygonF)
+            self.assertEqual(poly, self.QPolygonF(pts))
+            self.assertEqual(self.qt.recv_polygon(r).size(), 3)
+            self.assertEqual(self.qt.recv_polygon(r).size(), 0)
+            self.assertEqual(held(r), 0)
+            ch.send(b"odd length")
+            with r.recv(timeout=DEADLINE) as m:
+                with self.assertRaises(ValueError):
+                    self.qt.to_polygon(m)
+
+    def test_polygon_to_spawned_child(self):
+        ch = shmfd.Channel()
+        p, q = run_child("spawn", child_polygon, ch.share())
+        ch.wait_readers(1, timeout=DEADLINE)
+        self.qt.send_polygon(ch, [self.QPointF(i, -i) for i in range(10000)])
+        ch.close()
+        self.assertEqual(finish(self, p, q),
+                         [(0.0, 0.0), (9999.0, -9999.0), 10000])
+
+    def test_notifier(self):
+        core = sys.modules[self.QPolygonF.__module__.replace("QtGui",
+                                                             "QtCore")]
+        app = core.QCoreApplication.instance() or core.QCoreApplication([])
+        ch, r = pair()
+        got = []
+
+        def closed(exc):
+            got.append(type(exc))
+            app.quit()
+        with r:
+            note = self.qt.notifier(
+                r, lambda m: got.append(self.qt.to_polygon(m).size()),
+                closed)
+            core.QTimer.singleShot(0, lambda: (
+                self.qt.send_polygon(ch, [self.QPointF(1, 2)] * 5),
+                self.qt.send_polygon(ch, [self.QPointF(3, 4)] * 7)))
+            core.QTimer.singleShot(100, ch.close)
+            core.QTimer.singleShot(DEADLINE * 1000, app.quit)
+            (app.exec if hasattr(app, "exec") else app.exec_)()
+            self.assertFalse(note.isEnabled())
+        self.assertEqual(got, [5, 7, BrokenPipeError])
 
 
 if __name__ == "__main__":
