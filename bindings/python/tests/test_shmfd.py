@@ -17,6 +17,7 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -775,6 +776,22 @@ class TestProcesses(unittest.TestCase):
             ch.send(b"parent still sends")          # not closed by the child
             with r.recv(timeout=DEADLINE) as m:
                 self.assertEqual(bytes(m.data), b"parent still sends")
+
+
+class TestExample(unittest.TestCase):
+    def test_points_runs(self):
+        """examples/points.py prints its tables (no timing is judged)."""
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "..", "examples", "points.py")
+        out = subprocess.run([sys.executable, script, "-n", "20",
+                              "--slow-n", "2", "--no-c"],
+                             capture_output=True, text=True,
+                             timeout=10 * DEADLINE)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("shmfd, built in place", out.stdout)
+        self.assertIn("Queue / shmfd", out.stdout)
+        if qt_available():
+            self.assertIn("shmfd, QPolygonF", out.stdout)
 
 
 def qt_available():
