@@ -167,13 +167,9 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	if (ret < 0)
 		return ret;
 	r->hdr = hdr;
-	if (hdr->magic != SHMFD_RING_MAGIC ||
-	    hdr->version != SHMFD_PROTO_VERSION ||
-	    hdr->hdr_size != SHMFD_HDR_SIZE ||
-	    hdr->ring_size != w->ring_size ||
-	    hdr->max_inline != w->max_inline ||
-	    hdr->flags != w->flags)
-		return -EPROTO;
+	ret = shmfd__check_ring_hdr(hdr, w);
+	if (ret < 0)
+		return ret;
 	r->data = (const uint8_t *)hdr + SHMFD_HDR_SIZE;
 	r->size = w->ring_size;
 	r->mask = w->ring_size - 1;

@@ -62,7 +62,7 @@ static void send_with_fds(int sock, const void *buf, size_t len,
  * so that the one defect under test (seals, size, type) is what the
  * victim has to catch.
  */
-static int memfd(size_t size, int seals, bool ring)
+static int memfd_hdr(size_t size, int seals, bool ring, uint64_t max_inline)
 {
 	int fd = (int)expect_sys(memfd_create("fake", MFD_CLOEXEC |
 					      MFD_ALLOW_SEALING));
@@ -79,7 +79,7 @@ static int memfd(size_t size, int seals, bool ring)
 		h->version = SHMFD_PROTO_VERSION;
 		h->hdr_size = SHMFD_HDR_SIZE;
 		h->ring_size = RING;
-		h->max_inline = RING / 4;
+		h->max_inline = max_inline;
 		h->producer_pid = getpid();
 	} else if (n >= sizeof(struct shmfd__reader_page)) {
 		struct shmfd__reader_page *pg = (void *)p;
@@ -93,6 +93,11 @@ static int memfd(size_t size, int seals, bool ring)
 	return fd;
 }
 
+static int memfd(size_t size, int seals, bool ring)
+{
+	return memfd_hdr(size, seals, ring, RING / 4);
+}
+
 /* ---- a fake producer ---- */
 
 enum bad_ring {
@@ -104,6 +109,7 @@ enum bad_ring {
 	RING_BAD_MAGIC,		/* sealed and sized, wrong header */
 	RING_NO_FD,		/* a welcome that says 0 but carries nothing */
 	RING_BAD_SIZE,		/* ring_size not a power of two */
+	RING_HDR_MISMATCH,	/* a header max_inline the welcome did not say */
 	RING_CASES,
 	RING_GOOD = RING_CASES,	/* proves the fake is otherwise right */
 };
@@ -134,6 +140,8 @@ static int fake_ring(enum bad_ring how, int *extra)
 		fd = memfd(size, 0, false);	/* a page's content */
 		expect_sys(fcntl(fd, F_ADD_SEALS, all));
 		return fd;
+	case RING_HDR_MISMATCH:
+		return memfd_hdr(size, all, true, RING / 8);
 	case RING_GOOD:
 		return memfd(size, all, true);
 	default:
