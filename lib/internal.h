@@ -127,6 +127,8 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len);
 /* ring_size a power of two in range, max_inline fitting, flags known. */
 int shmfd__check_ring_geometry(uint64_t ring_size, uint64_t max_inline,
 			       uint32_t flags);
+/* 4096 + ring_size, or -ENOMEM where a size_t cannot hold it. */
+int shmfd__ring_map_size(uint64_t ring_size, size_t *sizep);
 /* The mapped header: right magic, version and size, sane on its own and
  * equal to what the welcome announced.  -EPROTO otherwise. */
 int shmfd__check_ring_hdr(const struct shmfd__ring_hdr *hdr,

@@ -154,7 +154,9 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	const struct shmfd__ring_hdr *hdr;
 	int seals, ret;
 
-	r->map_size = SHMFD_HDR_SIZE + w->ring_size;
+	ret = shmfd__ring_map_size(w->ring_size, &r->map_size);
+	if (ret < 0)
+		return ret;
 	ret = shmfd__memfd_verify(fd, r->map_size,
 				  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 0);
 	if (ret < 0)

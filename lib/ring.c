@@ -119,7 +119,9 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 	void *map;
 	int fd, ret;
 
-	c->map_size = SHMFD_HDR_SIZE + ring_size;
+	ret = shmfd__ring_map_size(ring_size, &c->map_size);
+	if (ret < 0)
+		return ret;
 	ret = shmfd__memfd_create("shmfd-ring", c->map_size, &fd);
 	if (ret < 0)
 		return ret;

@@ -22,6 +22,17 @@ int shmfd__check_ring_geometry(uint64_t ring_size, uint64_t max_inline,
 	return 0;
 }
 
+int shmfd__ring_map_size(uint64_t ring_size, size_t *sizep)
+{
+	/* A 4 GiB ring is legal but does not fit a 32-bit address space:
+	 * there 4096 + ring_size would wrap around to a mapping far shorter
+	 * than the positions the ring announces. */
+	if (ring_size > SIZE_MAX - SHMFD_HDR_SIZE)
+		return -ENOMEM;
+	*sizep = SHMFD_HDR_SIZE + (size_t)ring_size;
+	return 0;
+}
+
 int shmfd__check_ring_hdr(const struct shmfd__ring_hdr *hdr,
 			  const struct shmfd__welcome *w)
 {

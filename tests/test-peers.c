@@ -62,7 +62,8 @@ static void send_with_fds(int sock, const void *buf, size_t len,
  * so that the one defect under test (seals, size, type) is what the
  * victim has to catch.
  */
-static int memfd_hdr(size_t size, int seals, bool ring, uint64_t max_inline)
+static int memfd_hdr(size_t size, int seals, bool ring, uint64_t ring_size,
+		     uint64_t max_inline)
 {
 	int fd = (int)expect_sys(memfd_create("fake", MFD_CLOEXEC |
 					      MFD_ALLOW_SEALING));
@@ -78,7 +79,7 @@ static int memfd_hdr(size_t size, int seals, bool ring, uint64_t max_inline)
 		h->magic = SHMFD_RING_MAGIC;
 		h->version = SHMFD_PROTO_VERSION;
 		h->hdr_size = SHMFD_HDR_SIZE;
-		h->ring_size = RING;
+		h->ring_size = ring_size;
 		h->max_inline = max_inline;
 		h->producer_pid = getpid();
 	} else if (n >= sizeof(struct shmfd__reader_page)) {
@@ -95,7 +96,7 @@ static int memfd_hdr(size_t size, int seals, bool ring, uint64_t max_inline)
 
 static int memfd(size_t size, int seals, bool ring)
 {
-	return memfd_hdr(size, seals, ring, RING / 4);
+	return memfd_hdr(size, seals, ring, RING, RING / 4);
 }
 
 /* ---- a fake producer ---- */
@@ -110,6 +111,7 @@ enum bad_ring {
 	RING_NO_FD,		/* a welcome that says 0 but carries nothing */
 	RING_BAD_SIZE,		/* ring_size not a power of two */
 	RING_HDR_MISMATCH,	/* a header max_inline the welcome did not say */
+	RING_HUGE,		/* 4 GiB announced, the header page sent */
 	RING_CASES,
 	RING_GOOD = RING_CASES,	/* proves the fake is otherwise right */
 };
@@ -141,7 +143,11 @@ static int fake_ring(enum bad_ring how, int *extra)
 		expect_sys(fcntl(fd, F_ADD_SEALS, all));
 		return fd;
 	case RING_HDR_MISMATCH:
-		return memfd_hdr(size, all, true, RING / 8);
+		return memfd_hdr(size, all, true, RING, RING / 8);
+	case RING_HUGE:
+		/* What a 32-bit reader mapped when 4096 + 4 GiB wrapped. */
+		return memfd_hdr(SHMFD_HDR_SIZE, all, true, SHMFD_MAX_RING,
+				 RING / 4);
 	case RING_GOOD:
 		return memfd(size, all, true);
 	default:
@@ -192,6 +198,8 @@ static int fake_producer(int ctl, void *arg)
 
 	if (how == RING_BAD_SIZE)
 		w.ring_size = RING + 4096;
+	if (how == RING_HUGE)
+		w.ring_size = SHMFD_MAX_RING;
 	conn = fake_accept(ctl);
 	if (how == RING_NO_FD || how == RING_BAD_SIZE) {
 		send_with_fds(conn, &w, sizeof(w), NULL, 0);
@@ -212,7 +220,11 @@ START_TEST(test_bad_producer)
 
 	th_get(c.sock);
 	before = th_fd_count();
-	expect_err(shmfd_reader_open(&r, NAME, 0), EPROTO);
+	/* A 4 GiB ring is legal, but no 32-bit process can map it. */
+	if (_i == RING_HUGE && sizeof(size_t) < 8)
+		expect_err(shmfd_reader_open(&r, NAME, 0), ENOMEM);
+	else
+		expect_err(shmfd_reader_open(&r, NAME, 0), EPROTO);
 	ck_assert_ptr_null(r);
 	/* The memfd it was handed is not kept either. */
 	ck_assert_int_eq(th_fd_count(), before);
