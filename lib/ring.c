@@ -586,8 +586,16 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 			if (p >= h) {
 				/* oldest never passes head: an h loaded after
 				 * o must cover it, unless the producer lies. */
-				if (o > LOAD_ACQUIRE(&hdr->head))
+				h = LOAD_ACQUIRE(&hdr->head);
+				if (o > h)
 					return -EPROTO;
+				if (o == h) {
+					/* All we had not read is gone, and
+					 * nothing newer is published: wait
+					 * there, or we would spin here. */
+					r->pos = r->head = o;
+					return -EAGAIN;
+				}
 				r->head = 0;	/* ours is behind: load it */
 				continue;
 			}

@@ -513,6 +513,64 @@ START_TEST(test_bad_blob)
 }
 END_TEST
 
+/* ---- a lossy producer that retired everything, then stalled ---- */
+
+/*
+ * Two messages the reader has not read yet are retired (oldest moves to
+ * head), and the producer stalls -- or dies -- before it publishes what
+ * it retired them for.  The reader has nothing to read: it must say so,
+ * not spin (it did, even with timeout 0: found by tests/fuzz/fuzz-ring),
+ * and then read what comes next.
+ */
+static int fake_overrun_producer(int ctl, void *arg)
+{
+	struct shmfd__welcome w = fake_welcome();
+	struct fake_ring fr;
+	int conn;
+
+	fake_ring_rw(&fr);
+	w.flags = fr.hdr->flags = SHMFD_RING_LOSSY;
+	conn = fake_accept(ctl);
+	send_with_fds(conn, &w, sizeof(w), &fr.fd, 1);
+	th_get(ctl);				/* the reader joined */
+	fake_inline(&fr, 1);
+	fake_inline(&fr, 2);
+	__atomic_store_n(&fr.hdr->oldest, fr.head, __ATOMIC_RELEASE);
+	th_put(ctl, 1);
+	th_get(ctl);				/* it found nothing */
+	fake_inline(&fr, 3);
+	th_put(ctl, 2);
+	th_get(ctl);				/* it read it */
+	return 0;
+}
+
+START_TEST(test_all_overwritten)
+{
+	struct th_child c = th_spawn(fake_overrun_producer, NULL, 0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+
+	th_get(c.sock);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 1);
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	expect_err(shmfd_recv(r, &m, 0, 50), ETIMEDOUT);
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 2);
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	ck_assert_msg(m.seq == 3 && m.lost == 2 &&
+		      th_check(m.data, m.len, 3) < 0,
+		      "seq %llu lost %llu", (unsigned long long)m.seq,
+		      (unsigned long long)m.lost);
+	expect_eq(shmfd_msg_release(r, &m), 0);
+	shmfd_reader_close(r);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ---- a fake reader ---- */
 
 enum bad_page {
@@ -806,6 +864,9 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad blob");
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_ALL);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("bad record");
+	tcase_add_test(tc, test_all_overwritten);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");
 	tcase_add_loop_test(tc, test_bad_reader, 0, PAGE_CASES);

@@ -330,6 +330,17 @@ static void ring_seeds(void)
 	recv_(&s, 0);
 	save("fuzz-ring", "from-oldest", &s);
 
+	/* Found: lossy, oldest == head above the reader, which spun. */
+	ring_cfg(&s, 1, 0, 0);
+	publish(&s, 0, 100);
+	publish(&s, 0, 100);
+	u8(&s, OP_OLDEST);
+	u8(&s, 4);			/* raw */
+	u64(&s, 2 * 128);		/* both records: head */
+	recv_(&s, 0);
+	publish(&s, 0, 100);
+	recv_(&s, 0);
+	save("fuzz-ring", "all-overwritten", &s);
 }
 
 /* ---- fuzz-join: flags, then datagrams (spec, length, body) ---- */
