@@ -640,7 +640,10 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		    off + sizeof(*rec) + len > r->size)
 			return -EPROTO;
 		end = p + ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
-		if (end > h || seq == 0 || (r->next_seq && seq < r->next_seq))
+		/* No producer reaches seq 2^64 - 1; one that says so would
+		 * wrap next_seq to 0 and then go back unnoticed. */
+		if (end > h || seq == 0 || seq == UINT64_MAX ||
+		    (r->next_seq && seq < r->next_seq))
 			return -EPROTO;
 
 		msg->data = rec + 1;

@@ -513,6 +513,92 @@ START_TEST(test_bad_blob)
 }
 END_TEST
 
+/* ---- a fake producer whose records break the rules ---- */
+
+/*
+ * Each is one record a producer cannot have published, at a position
+ * the welcome let the reader start from: the reader refuses it with
+ * -EPROTO (found by tests/fuzz/fuzz-ring).
+ */
+enum bad_rec {
+	REC_SEQ_MAX,		/* seq 2^64 - 1: next_seq would wrap to 0 */
+	REC_CASES,
+};
+
+static void fake_rec(struct fake_ring *fr, uint64_t pos, uint32_t type,
+		     uint32_t len, uint64_t seq)
+{
+	struct shmfd__rec *rec = (void *)(fr->data + (pos & (RING - 1)));
+
+	rec->len = len;
+	rec->type = type;
+	rec->seq = seq;
+}
+
+static void fake_head(struct fake_ring *fr, uint64_t head)
+{
+	fr->head = head;
+	__atomic_store_n(&fr->hdr->head, head, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&fr->hdr->futex, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &fr->hdr->futex, FUTEX_WAKE, INT_MAX, NULL, NULL,
+		0);
+}
+
+static int fake_rec_producer(int ctl, void *arg)
+{
+	enum bad_rec how = (enum bad_rec)(intptr_t)arg;
+	struct shmfd__welcome w = fake_welcome();
+	struct fake_ring fr;
+	uint64_t start = 0;
+	int conn;
+
+	fake_ring_rw(&fr);
+	w.start_pos = w.join_head = start;
+	fr.hdr->head = fr.hdr->oldest = fr.head = start;
+	conn = fake_accept(ctl);
+	send_with_fds(conn, &w, sizeof(w), &fr.fd, 1);
+	th_get(ctl);				/* the reader joined */
+	switch (how) {
+	case REC_SEQ_MAX:
+		fake_rec(&fr, start, SHMFD_REC_MSG, 0, UINT64_MAX);
+		break;
+	default:
+		break;
+	}
+	/* Published: 16 bytes past where the reader starts. */
+	fake_head(&fr, start + 16);
+	th_put(ctl, 1);
+	th_get(ctl);				/* the reader is done */
+	return 0;
+}
+
+START_TEST(test_bad_record)
+{
+	struct th_child c = th_spawn(fake_rec_producer, (void *)(intptr_t)_i,
+				     0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+	int before, ret;
+
+	th_get(c.sock);
+	before = th_fd_count();
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 1);		/* published */
+	expect_err(shmfd_recv(r, &m, 0, 0), EPROTO);
+	/* Failed cleanly: it says so again, and lets go of everything. */
+	ret = shmfd_recv(r, &m, 0, 0);
+	ck_assert_msg(ret == -EPROTO || ret == -EAGAIN,
+		      "recv after -EPROTO = %d (%s)", ret, th_strerr(ret));
+	expect_err(shmfd_recv(r, &m, SHMFD_RECV_LATEST, 0), EPROTO);
+	shmfd_reader_close(r);
+	ck_assert_int_eq(th_fd_count(), before);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ---- a lossy producer that retired everything, then stalled ---- */
 
 /*
@@ -866,6 +952,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_ALL);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad record");
+	tcase_add_loop_test(tc, test_bad_record, 0, REC_CASES);
 	tcase_add_test(tc, test_all_overwritten);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("bad reader");

@@ -270,6 +270,14 @@ static void record(struct seed *s, uint32_t off, uint8_t type, uint32_t len,
 	u64(s, seq);
 }
 
+/* head = the reader's position + delta (hostile_pos mode 1). */
+static void head_at_pos(struct seed *s, int16_t delta16)
+{
+	u8(s, OP_HEAD);
+	u8(s, 1);
+	u64(s, (uint64_t)(uint16_t)delta16);
+}
+
 static void ring_seeds(void)
 {
 	struct seed s;
@@ -341,6 +349,17 @@ static void ring_seeds(void)
 	publish(&s, 0, 100);
 	recv_(&s, 0);
 	save("fuzz-ring", "all-overwritten", &s);
+	/* Found: seq 2^64 - 1 wrapped next_seq to 0, then seq 2 passed. */
+	ring_cfg(&s, 0, 0, 0);
+	record(&s, 0, SHMFD_REC_MSG, 0, UINT64_MAX);
+	record(&s, 16, SHMFD_REC_MSG, 0, 2);
+	head_at_pos(&s, 2);
+	u8(&s, OP_TAKE);
+	u8(&s, 0);
+	u8(&s, OP_TAKE);
+	u8(&s, 0);
+	save("fuzz-ring", "seq-wraps", &s);
+
 }
 
 /* ---- fuzz-join: flags, then datagrams (spec, length, body) ---- */
