@@ -546,7 +546,7 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 	t->skipped = false;
 	for (;;) {
 		const struct shmfd__rec *rec;
-		uint64_t h, o, p = r->pos, off, end, seq;
+		uint64_t h, o, p = r->pos, off, span, seq;
 		uint32_t len, type;
 
 		if (flags & SHMFD_RECV_LATEST) {
@@ -621,10 +621,15 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 				continue;	/* overwritten while we looked */
 		}
 
+		/* A record, PAD included, lies wholly below head.  Compared
+		 * as lengths: p + span can wrap past 2^64, h - p cannot. */
+		span = ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
+		if (span > h - p)
+			return -EPROTO;
 		if (type == SHMFD_REC_PAD) {
 			if (off + sizeof(*rec) + len != r->size)
 				return -EPROTO;
-			r->pos = p + sizeof(*rec) + len;
+			r->pos = p + span;
 			if (r->held_first == HELD_NONE)
 				shmfd__ring_publish_tail(r, r->pos);
 			continue;
@@ -639,10 +644,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if ((type == SHMFD_REC_MSG && len > r->max_inline) ||
 		    off + sizeof(*rec) + len > r->size)
 			return -EPROTO;
-		end = p + ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
 		/* No producer reaches seq 2^64 - 1; one that says so would
 		 * wrap next_seq to 0 and then go back unnoticed. */
-		if (end > h || seq == 0 || seq == UINT64_MAX ||
+		if (seq == 0 || seq == UINT64_MAX ||
 		    (r->next_seq && seq < r->next_seq))
 			return -EPROTO;
 
@@ -653,9 +657,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		msg->flags = 0;
 		msg->fd = -1;
 		r->next_seq = seq + 1;
-		r->pos = end;
+		r->pos = p + span;
 		t->pos = p;
-		t->end = end;
+		t->end = p + span;
 		t->type = type;
 		return 0;
 	}

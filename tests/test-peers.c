@@ -522,6 +522,8 @@ END_TEST
  */
 enum bad_rec {
 	REC_SEQ_MAX,		/* seq 2^64 - 1: next_seq would wrap to 0 */
+	REC_END_WRAPS,		/* at 2^64 - 32, 16 bytes: ends at "0" */
+	REC_PAD_END_WRAPS,	/* the same with a PAD */
 	REC_CASES,
 };
 
@@ -553,6 +555,8 @@ static int fake_rec_producer(int ctl, void *arg)
 	int conn;
 
 	fake_ring_rw(&fr);
+	if (how == REC_END_WRAPS || how == REC_PAD_END_WRAPS)
+		start = UINT64_MAX - 31;	/* offset RING - 32 */
 	w.start_pos = w.join_head = start;
 	fr.hdr->head = fr.hdr->oldest = fr.head = start;
 	conn = fake_accept(ctl);
@@ -561,6 +565,12 @@ static int fake_rec_producer(int ctl, void *arg)
 	switch (how) {
 	case REC_SEQ_MAX:
 		fake_rec(&fr, start, SHMFD_REC_MSG, 0, UINT64_MAX);
+		break;
+	case REC_END_WRAPS:
+		fake_rec(&fr, start, SHMFD_REC_MSG, 16, 1);
+		break;
+	case REC_PAD_END_WRAPS:
+		fake_rec(&fr, start, SHMFD_REC_PAD, 16, 0);
 		break;
 	default:
 		break;

@@ -360,6 +360,21 @@ static void ring_seeds(void)
 	u8(&s, 0);
 	save("fuzz-ring", "seq-wraps", &s);
 
+	/* Found: a record at 2^64 - 32 whose end wraps to 0, below head. */
+	ring_cfg(&s, 0, UINT64_MAX - 31, 0);
+	head_at_pos(&s, 1);
+	record(&s, RING - 32, SHMFD_REC_MSG, 16, 1);
+	u8(&s, OP_TAKE);
+	u8(&s, 0);
+	save("fuzz-ring", "end-wraps", &s);
+
+	/* Found: the same with a PAD, which then went round forever. */
+	ring_cfg(&s, 0, UINT64_MAX - 31, 0);
+	head_at_pos(&s, 1);
+	record(&s, RING - 32, SHMFD_REC_PAD, 16, 0);
+	recv_(&s, 0);
+	save("fuzz-ring", "pad-end-wraps", &s);
+
 }
 
 /* ---- fuzz-join: flags, then datagrams (spec, length, body) ---- */
