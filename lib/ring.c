@@ -608,6 +608,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		len = LOAD_RELAXED(&rec->len);
 		type = LOAD_RELAXED(&rec->type);
 		seq = LOAD_RELAXED(&rec->seq);
+		/* A descriptor that would lie past the data area is not
+		 * read: zeros, refused below. */
+		t->blob.id = t->blob.size = 0;
 		if (type == SHMFD_REC_BLOB && len == sizeof(t->blob) &&
 		    off + sizeof(*rec) + len <= r->size) {
 			const struct shmfd__blob_desc *d = (const void *)(rec + 1);

@@ -524,6 +524,7 @@ enum bad_rec {
 	REC_SEQ_MAX,		/* seq 2^64 - 1: next_seq would wrap to 0 */
 	REC_END_WRAPS,		/* at 2^64 - 32, 16 bytes: ends at "0" */
 	REC_PAD_END_WRAPS,	/* the same with a PAD */
+	REC_BLOB_AT_END,	/* a blob whose descriptor is past the ring */
 	REC_CASES,
 };
 
@@ -551,12 +552,14 @@ static int fake_rec_producer(int ctl, void *arg)
 	enum bad_rec how = (enum bad_rec)(intptr_t)arg;
 	struct shmfd__welcome w = fake_welcome();
 	struct fake_ring fr;
-	uint64_t start = 0;
+	uint64_t start = 0, published = 16;
 	int conn;
 
 	fake_ring_rw(&fr);
 	if (how == REC_END_WRAPS || how == REC_PAD_END_WRAPS)
 		start = UINT64_MAX - 31;	/* offset RING - 32 */
+	if (how == REC_BLOB_AT_END)
+		start = RING - 16;
 	w.start_pos = w.join_head = start;
 	fr.hdr->head = fr.hdr->oldest = fr.head = start;
 	conn = fake_accept(ctl);
@@ -572,11 +575,16 @@ static int fake_rec_producer(int ctl, void *arg)
 	case REC_PAD_END_WRAPS:
 		fake_rec(&fr, start, SHMFD_REC_PAD, 16, 0);
 		break;
+	case REC_BLOB_AT_END:
+		/* Its descriptor would be the 16 bytes at the start of the
+		 * data area, published too: a record that wraps. */
+		fake_rec(&fr, start, SHMFD_REC_BLOB, 16, 1);
+		published = 32;
+		break;
 	default:
 		break;
 	}
-	/* Published: 16 bytes past where the reader starts. */
-	fake_head(&fr, start + 16);
+	fake_head(&fr, start + published);
 	th_put(ctl, 1);
 	th_get(ctl);				/* the reader is done */
 	return 0;

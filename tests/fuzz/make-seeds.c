@@ -375,6 +375,15 @@ static void ring_seeds(void)
 	recv_(&s, 0);
 	save("fuzz-ring", "pad-end-wraps", &s);
 
+	/* The reviewer's report: a blob record header in the last 16
+	 * bytes, its descriptor past the data area (where the next 16
+	 * published bytes are the start of the data area). */
+	ring_cfg(&s, 0, RING - 16, 0);
+	head_at_pos(&s, 2);
+	record(&s, RING - 16, SHMFD_REC_BLOB, 16, 1);
+	recv_(&s, 0);
+	save("fuzz-ring", "blob-in-last-16-bytes", &s);
+
 }
 
 /* ---- fuzz-join: flags, then datagrams (spec, length, body) ---- */
