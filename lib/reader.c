@@ -111,8 +111,10 @@ again:
 	}
 	nfds = 0;
 	n = shmfd__recv_fds(sock, w, sizeof(*w), ring_fd, &nfds, 1);
-	if (n == 0)
+	if (n == 0 && !nfds && shmfd__sock_hung_up(sock))
 		return -EPIPE;		/* the producer hung up on us */
+	if (n == 0)
+		goto proto;		/* an empty datagram, maybe with an fd */
 	if (n == -EAGAIN)
 		goto again;
 	if (n < 0)

@@ -112,6 +112,7 @@ enum bad_ring {
 	RING_BAD_SIZE,		/* ring_size not a power of two */
 	RING_HDR_MISMATCH,	/* a header max_inline the welcome did not say */
 	RING_HUGE,		/* 4 GiB announced, the header page sent */
+	RING_EMPTY,		/* the ring fd on an empty datagram */
 	RING_CASES,
 	RING_GOOD = RING_CASES,	/* proves the fake is otherwise right */
 };
@@ -203,6 +204,9 @@ static int fake_producer(int ctl, void *arg)
 	conn = fake_accept(ctl);
 	if (how == RING_NO_FD || how == RING_BAD_SIZE) {
 		send_with_fds(conn, &w, sizeof(w), NULL, 0);
+	} else if (how == RING_EMPTY) {
+		ring = fake_ring(RING_GOOD, &extra);
+		send_with_fds(conn, &w, 0, &ring, 1);
 	} else {
 		ring = fake_ring(how, &extra);
 		send_with_fds(conn, &w, sizeof(w), &ring, 1);
@@ -249,6 +253,7 @@ enum bad_blob {
 	BLOB_CASES,
 	BLOB_GOOD = BLOB_CASES,	/* proves the fake is otherwise right */
 	BLOB_NO_FD,		/* a record whose fd never came: lost */
+	BLOB_EMPTY_FIRST,	/* an empty datagram with a pipe, then the fd */
 	BLOB_ALL,
 };
 
@@ -399,6 +404,16 @@ static void fake_blob(struct fake_ring *fr, int conn, enum bad_blob how,
 	struct shmfd__blob_desc d = { .id = id, .size = BLOB_SIZE };
 	int extra, fd = fake_blob_fd(how, seq, &extra);
 
+	if (how == BLOB_EMPTY_FIRST) {
+		int p[2];
+
+		/* Not a hang-up, not a blob: its fd is closed, the real one
+		 * behind it is taken. */
+		expect_sys(pipe2(p, O_CLOEXEC));
+		send_with_fds(conn, &m, 0, &p[0], 1);
+		close(p[0]);
+		close(p[1]);
+	}
 	if (fd >= 0) {
 		send_with_fds(conn, &m, sizeof(m), &fd, 1);
 		close(fd);
@@ -472,7 +487,7 @@ START_TEST(test_bad_blob)
 	th_put(c.sock, 0);
 	expect_eq(th_get(c.sock), 2);		/* all published */
 
-	if (how == BLOB_GOOD) {
+	if (how == BLOB_GOOD || how == BLOB_EMPTY_FIRST) {
 		expect_msg(r, 1, true);
 		expect_msg(r, 2, false);
 	} else if (how == BLOB_NO_FD) {

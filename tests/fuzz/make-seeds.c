@@ -437,6 +437,12 @@ static void join_seeds(void)
 	u8(&s, 0);
 	datagram(&s, 1 | 1 << 3, &w, sizeof(w));	/* a page short */
 	save("fuzz-join", "ring-short", &s);
+
+	/* Found: an empty datagram with an fd, whose fd the reader kept. */
+	s = (struct seed){ 0 };
+	u8(&s, 0);
+	datagram(&s, 2, "", 0);
+	save("fuzz-join", "empty-with-fd", &s);
 }
 
 int main(int argc, char **argv)
