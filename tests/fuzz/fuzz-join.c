@@ -188,10 +188,17 @@ static void *producer_main(void *arg)
 		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 	};
 	struct pollfd pfd = { .fd = p->share, .events = POLLIN };
-	int fds[4], nfds = 0;
+	int fds[4], nfds = 0, n;
+	ssize_t got = -1;
 
-	if (poll(&pfd, 1, 5000) == 1 &&
-	    recvmsg(p->share, &mh, MSG_CMSG_CLOEXEC) > 0) {
+	/* libFuzzer's -timeout alarm interrupts us: EINTR is no answer. */
+	do
+		n = poll(&pfd, 1, 5000);
+	while (n < 0 && errno == EINTR);
+	while (n == 1 && (got = recvmsg(p->share, &mh, MSG_CMSG_CLOEXEC)) < 0 &&
+	       errno == EINTR)
+		;
+	if (got > 0) {
 		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
 		     cm = CMSG_NXTHDR(&mh, cm)) {
 			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
