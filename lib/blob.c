@@ -386,6 +386,11 @@ static struct shmfd__queued_fd *fdq_peek(struct shmfd_reader *r)
 			r->fdq_garbage = true;	/* fds already closed */
 			continue;
 		}
+		if (n == 0 && (nfds || !shmfd__sock_hung_up(r->sock))) {
+			if (nfds)
+				close(fd);
+			continue;	/* an empty datagram, not a hang-up */
+		}
 		if (n <= 0)
 			return NULL;	/* nothing now, or hung up */
 		if ((size_t)n != sizeof(m) || m.type != SHMFD_MSG_BLOB_FD ||

@@ -30,8 +30,11 @@ SHMFD_API int shmfd_chan_create(struct shmfd_chan **chanp, const char *name,
 	*chanp = NULL;
 	if (pp->flags & ~(uint32_t)SHMFD_LOSSY)
 		return -EINVAL;
+	/* On 32-bit systems a size_t holds no power of two past 2 GiB:
+	 * rounding up further would wrap to 0 and never end. */
 	if (pp->ring_size &&
-	    (pp->ring_size < SHMFD_MIN_RING || pp->ring_size > SHMFD_MAX_RING))
+	    (pp->ring_size < SHMFD_MIN_RING || pp->ring_size > SHMFD_MAX_RING ||
+	     pp->ring_size > SIZE_MAX / 2 + 1))
 		return -EINVAL;
 	ring_size = round_pow2(pp->ring_size ? pp->ring_size
 					     : SHMFD_DEFAULT_RING);

@@ -133,6 +133,17 @@ int shmfd__check_hello(const struct shmfd__hello *h, size_t len,
 int shmfd__check_stats(const struct shmfd__stats *a, size_t len);
 int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len);
 
+/* ---- validate.c: the ring as a reader finds it; pure functions ---- */
+/* ring_size a power of two in range, max_inline fitting, flags known. */
+int shmfd__check_ring_geometry(uint64_t ring_size, uint64_t max_inline,
+			       uint32_t flags);
+/* 4096 + ring_size, or -ENOMEM where a size_t cannot hold it. */
+int shmfd__ring_map_size(uint64_t ring_size, size_t *sizep);
+/* The mapped header: right magic, version and size, sane on its own and
+ * equal to what the welcome announced.  -EPROTO otherwise. */
+int shmfd__check_ring_hdr(const struct shmfd__ring_hdr *hdr,
+			  const struct shmfd__welcome *w);
+
 /* ---- rendezvous.c ---- */
 int shmfd__chan_path(const char *name, char *buf, size_t len);
 int shmfd__runtime_dir(char *buf, size_t len, bool create);

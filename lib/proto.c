@@ -112,12 +112,8 @@ int shmfd__check_welcome(const struct shmfd__welcome *w, size_t len)
 		return 0;		/* an error answer carries nothing else */
 	if (w->version != SHMFD_PROTO_VERSION)
 		return -EPROTO;
-	if (w->flags & ~((uint32_t)SHMFD_RING_LOSSY | SHMFD_RING_ASYM))
-		return -EPROTO;
-	if (w->ring_size < SHMFD_MIN_RING || w->ring_size > SHMFD_MAX_RING ||
-	    (w->ring_size & (w->ring_size - 1)))
-		return -EPROTO;
-	if (w->max_inline > w->ring_size / 2 - sizeof(struct shmfd__rec))
+	if (shmfd__check_ring_geometry(w->ring_size, w->max_inline,
+				       w->flags) < 0)
 		return -EPROTO;
 	if ((w->start_pos | w->join_head) % SHMFD_REC_ALIGN ||
 	    w->start_pos > w->join_head ||

@@ -122,8 +122,10 @@ again:
 	}
 	nfds = 0;
 	n = shmfd__recv_fds(sock, w, sizeof(*w), ring_fd, &nfds, 1);
-	if (n == 0)
+	if (n == 0 && !nfds && shmfd__sock_hung_up(sock))
 		return -EPIPE;		/* the producer hung up on us */
+	if (n == 0)
+		goto proto;		/* an empty datagram, maybe with an fd */
 	if (n == -EAGAIN)
 		goto again;
 	if (n < 0)
@@ -165,7 +167,9 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	const struct shmfd__ring_hdr *hdr;
 	int seals, ret;
 
-	r->map_size = SHMFD_HDR_SIZE + w->ring_size;
+	ret = shmfd__ring_map_size(w->ring_size, &r->map_size);
+	if (ret < 0)
+		return ret;
 	ret = shmfd__memfd_verify(fd, r->map_size,
 				  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 0);
 	if (ret < 0)
@@ -178,13 +182,9 @@ static int map_ring(struct shmfd_reader *r, const struct shmfd__welcome *w,
 	if (ret < 0)
 		return ret;
 	r->hdr = hdr;
-	if (hdr->magic != SHMFD_RING_MAGIC ||
-	    hdr->version != SHMFD_PROTO_VERSION ||
-	    hdr->hdr_size != SHMFD_HDR_SIZE ||
-	    hdr->ring_size != w->ring_size ||
-	    hdr->max_inline != w->max_inline ||
-	    hdr->flags != w->flags)
-		return -EPROTO;
+	ret = shmfd__check_ring_hdr(hdr, w);
+	if (ret < 0)
+		return ret;
 	r->data = (const uint8_t *)hdr + SHMFD_HDR_SIZE;
 	r->size = w->ring_size;
 	r->mask = w->ring_size - 1;

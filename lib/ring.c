@@ -137,7 +137,9 @@ int shmfd__ring_init(struct shmfd_chan *c, size_t ring_size,
 	void *map;
 	int fd, ret;
 
-	c->map_size = SHMFD_HDR_SIZE + ring_size;
+	ret = shmfd__ring_map_size(ring_size, &c->map_size);
+	if (ret < 0)
+		return ret;
 	ret = shmfd__memfd_create("shmfd-ring", c->map_size, &fd);
 	if (ret < 0)
 		return ret;
@@ -635,7 +637,7 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 	t->skipped = false;
 	for (;;) {
 		const struct shmfd__rec *rec;
-		uint64_t h, o, p = r->pos, off, end, seq;
+		uint64_t h, o, p = r->pos, off, span, seq;
 		uint32_t len, type;
 
 		if (flags & SHMFD_RECV_LATEST) {
@@ -676,8 +678,16 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (p >= h) {
 			/* oldest never passes head: an h loaded after o
 			 * must cover it, unless the producer lies. */
-			if (o > LOAD_ACQUIRE(&hdr->head))
+			h = LOAD_ACQUIRE(&hdr->head);
+			if (o > h)
 				return -EPROTO;
+			if (o == h) {
+				/* All we had not read is gone, and nothing
+				 * newer is published: wait there, or we
+				 * would spin here. */
+				r->pos = r->head = o;
+				return -EAGAIN;
+			}
 			r->head = 0;	/* ours is behind: load it */
 			continue;
 		}
@@ -689,6 +699,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		len = LOAD_RELAXED(&rec->len);
 		type = LOAD_RELAXED(&rec->type);
 		seq = LOAD_RELAXED(&rec->seq);
+		/* A descriptor that would lie past the data area is not
+		 * read: zeros, refused below. */
+		t->blob.id = t->blob.size = 0;
 		if (type == SHMFD_REC_BLOB && len == sizeof(t->blob) &&
 		    off + sizeof(*rec) + len <= r->size) {
 			const struct shmfd__blob_desc *d = (const void *)(rec + 1);
@@ -700,10 +713,15 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if (LOAD_RELAXED(&hdr->oldest) > p)
 			continue;	/* overwritten while we looked */
 
+		/* A record, PAD included, lies wholly below head.  Compared
+		 * as lengths: p + span can wrap past 2^64, h - p cannot. */
+		span = ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
+		if (span > h - p)
+			return -EPROTO;
 		if (type == SHMFD_REC_PAD) {
 			if (off + sizeof(*rec) + len != r->size)
 				return -EPROTO;
-			r->pos = p + sizeof(*rec) + len;
+			r->pos = p + span;
 			if (r->held_first == HELD_NONE)
 				shmfd__ring_publish_tail(r, r->pos);
 			continue;
@@ -718,8 +736,10 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		if ((type == SHMFD_REC_MSG && len > r->max_inline) ||
 		    off + sizeof(*rec) + len > r->size)
 			return -EPROTO;
-		end = p + ALIGN_UP((uint64_t)len + sizeof(*rec), SHMFD_REC_ALIGN);
-		if (end > h || seq == 0 || (r->next_seq && seq < r->next_seq))
+		/* No producer reaches seq 2^64 - 1; one that says so would
+		 * wrap next_seq to 0 and then go back unnoticed. */
+		if (seq == 0 || seq == UINT64_MAX ||
+		    (r->next_seq && seq < r->next_seq))
 			return -EPROTO;
 
 		msg->data = rec + 1;
@@ -729,9 +749,9 @@ int shmfd__ring_take(struct shmfd_reader *r, struct shmfd_msg *msg,
 		msg->flags = 0;
 		msg->fd = -1;
 		r->next_seq = seq + 1;
-		r->pos = end;
+		r->pos = p + span;
 		t->pos = p;
-		t->end = end;
+		t->end = p + span;
 		t->type = type;
 		return 0;
 	}

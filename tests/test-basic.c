@@ -111,6 +111,9 @@ static const struct {
 	{ "ring_size 64 KiB - 1", NULL, { .ring_size = 64 * KiB - 1 } },
 	{ "ring_size 4 GiB + 1", NULL, { .ring_size = (4ull << 30) + 1 } },
 	{ "ring_size SIZE_MAX", NULL, { .ring_size = SIZE_MAX } },
+	/* 32-bit: past the largest power of two a size_t holds. */
+	{ "ring_size SIZE_MAX / 2 + 2", NULL,
+	  { .ring_size = SIZE_MAX / 2 + 2 } },
 	/* The largest record, header included, fits in half the ring. */
 	{ "max_inline > ring/2 - 16", NULL,
 	  { .ring_size = 64 * KiB, .max_inline = 32 * KiB - 15 } },

@@ -92,6 +92,7 @@ enum {
 	HS_SHORT_WELCOME,	/* 40 bytes */
 	HS_LONG_WELCOME,	/* 100 bytes: truncated */
 	HS_BAD_BLOB_FIRST,	/* a blob message without its fd first */
+	HS_EMPTY_WITH_FD,	/* the ring on an empty datagram (fuzz-join) */
 	HS_HANG_UP,		/* closes without an answer */
 	HS_SILENT,		/* never answers: the join gives up */
 	HS_COUNT
@@ -136,6 +137,8 @@ static const struct {
 	[HS_SHORT_WELCOME] = { "welcome of 40 bytes", -EPROTO },
 	[HS_LONG_WELCOME] = { "welcome of 100 bytes", -EPROTO },
 	[HS_BAD_BLOB_FIRST] = { "blob message without fd first", -EPROTO },
+	/* Not a hang-up: the fd says something came. */
+	[HS_EMPTY_WITH_FD] = { "ring fd on an empty datagram", -EPROTO },
 	[HS_HANG_UP]	= { "hang-up for an answer", -EPIPE },
 	/* The library's reader waits 10 s for a welcome. */
 	[HS_SILENT]	= { "no answer", -ETIMEDOUT },
@@ -280,6 +283,9 @@ static int hs_producer(int ctl, void *arg)
 		/* The reader may have hung up already. */
 		(void)pk_send(conn, &w, sizeof(w), &r.fd, 1);
 		break;
+	case HS_EMPTY_WITH_FD:
+		expect_eq(pk_send(conn, &w, 0, &r.fd, 1), 0);
+		break;
 	case HS_HANG_UP:
 		close(conn);
 		conn = -1;
@@ -362,6 +368,11 @@ enum {
 	RC_END_PAST_HEAD,	/* a record that ends beyond head */
 	RC_OLDEST_PAST_HEAD,	/* lossy: oldest above head */
 	RC_LATEST_UNALIGNED,	/* newest-only read of latest 24 */
+	/* Found by tests/fuzz/fuzz-ring: */
+	RC_SEQ_MAX,		/* seq 2^64 - 1: next_seq would wrap to 0 */
+	RC_END_WRAPS,		/* at 2^64 - 32, 16 bytes: ends at "0" */
+	RC_PAD_END_WRAPS,	/* the same with a PAD (it looped) */
+	RC_BLOB_AT_END,		/* a blob whose descriptor is past the ring */
 	RC_COUNT
 };
 
@@ -390,6 +401,10 @@ static const struct {
 				    .flags = PK_RING_LOSSY },
 	[RC_LATEST_UNALIGNED]	= { .what = "latest not aligned", .good = 1,
 				    .latest = true },
+	[RC_SEQ_MAX]		= { .what = "seq 2^64 - 1" },
+	[RC_END_WRAPS]		= { .what = "record ending past 2^64" },
+	[RC_PAD_END_WRAPS]	= { .what = "PAD ending past 2^64" },
+	[RC_BLOB_AT_END]	= { .what = "blob descriptor past the ring" },
 };
 
 /* A record header at pos, its payload left as it is. */
@@ -412,9 +427,14 @@ static int rc_producer(int ctl, void *arg)
 	struct pk_ring r;
 
 	pk_ring_init(&r, RING, rc_cases[how].flags, 0, -1);
-	if (how == RC_PAST_END) {
+	if (how == RC_PAST_END || how == RC_BLOB_AT_END) {
 		/* Start the reader near the end of the data area. */
-		r.head = RING - 64;
+		r.head = how == RC_PAST_END ? RING - 64 : RING - 16;
+		r.hdr->head = r.hdr->oldest = r.head;
+	}
+	if (how == RC_END_WRAPS || how == RC_PAD_END_WRAPS) {
+		/* Positions never wrap; a producer may still claim so. */
+		r.head = UINT64_MAX - 31;	/* offset RING - 32 */
 		r.hdr->head = r.hdr->oldest = r.head;
 	}
 	w = pk_welcome_at_head(&r);
@@ -491,6 +511,23 @@ static int rc_producer(int ctl, void *arg)
 		pk_ring_msg(&r, INLINE_LEN);
 		r.hdr->latest = p + 24;
 		break;
+	case RC_SEQ_MAX:
+		raw_rec(&r, p, PK_REC_MSG, 0, UINT64_MAX);
+		pk_ring_set_head(&r, p + 16);
+		break;
+	case RC_END_WRAPS:
+	case RC_PAD_END_WRAPS:
+		/* 32 bytes of record, 16 published: p + 32 is "0". */
+		raw_rec(&r, p, how == RC_END_WRAPS ? PK_REC_MSG : PK_REC_PAD,
+			16, how == RC_END_WRAPS ? 1 : 0);
+		pk_ring_set_head(&r, p + 16);
+		break;
+	case RC_BLOB_AT_END:
+		/* Its descriptor would be the first 16 bytes of the data
+		 * area, published too: a record that wraps. */
+		raw_rec(&r, p, PK_REC_BLOB, 16, 1);
+		pk_ring_set_head(&r, p + 32);
+		break;
 	default:
 		break;
 	}
@@ -539,6 +576,72 @@ START_TEST(test_bad_ring_contents)
 }
 END_TEST
 
+/*
+ * Lossy: the two messages the reader has not read yet are retired (oldest
+ * moves to head), and the producer stalls -- or dies -- before it writes
+ * what it retired them for.  The reader has nothing to read: it must say
+ * so, not spin (it did, even with timeout 0: found by fuzz-ring), and
+ * then read what comes next, counting the two as lost.
+ */
+static int overrun_producer(int ctl, void *arg)
+{
+	struct pk_welcome w;
+	struct pk_hello h;
+	struct pk_ring r;
+	int lfd, conn, fds[4], nfds;
+
+	(void)arg;
+	pk_ring_init(&r, RING, PK_RING_LOSSY, 0, -1);
+	w = pk_welcome_at_head(&r);
+	lfd = pk_listen(NAME);
+	th_put(ctl, 1);
+	conn = pk_accept(lfd);
+	pk_take_hello(conn, &h, fds, &nfds);
+	pk_close_fds(fds, nfds);
+	expect_eq(pk_send(conn, &w, sizeof(w), &r.fd, 1), 0);
+	th_get(ctl);				/* the reader joined */
+	pk_ring_msg(&r, INLINE_LEN);
+	pk_ring_msg(&r, INLINE_LEN);
+	__atomic_store_n(&r.hdr->oldest, r.head, __ATOMIC_RELEASE);
+	th_put(ctl, 2);
+	th_get(ctl);				/* it found nothing */
+	pk_ring_msg(&r, INLINE_LEN);
+	th_put(ctl, 3);
+	th_get(ctl);				/* it read it */
+	pk_ring_free(&r);
+	close(conn);
+	close(lfd);
+	return 0;
+}
+
+START_TEST(test_all_overwritten)
+{
+	struct th_child c = th_spawn(overrun_producer, NULL, 0);
+	struct shmfd_reader *r = NULL;
+	struct shmfd_msg m;
+	struct pk_victim v;
+
+	th_get(c.sock);
+	pk_victim_begin(&v, "everything unread retired", WATCHDOG_S);
+	expect_ok(shmfd_reader_open(&r, NAME, 0));
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 2);
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	expect_err(shmfd_recv(r, &m, 0, 50), ETIMEDOUT);
+	th_put(c.sock, 0);
+	expect_eq(th_get(c.sock), 3);
+	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
+	expect_eq(m.seq, 3);
+	expect_eq(m.lost, 2);
+	expect_eq(shmfd_msg_release(r, &m), 0);
+	shmfd_reader_close(r);
+	pk_victim_end(&v);
+	th_put(c.sock, 0);
+	expect_exit(c.pid, 0);
+	close(c.sock);
+}
+END_TEST
+
 /* ==== a bad producer's blobs ==== */
 
 enum {
@@ -558,6 +661,7 @@ enum {
 	BLOB_MSG_NO_FD,		/* the message carries none */
 	BLOB_MSG_SHORT,		/* 24 bytes */
 	BLOB_MSG_TYPE,		/* a welcome, fd and all, where it belongs */
+	BLOB_EMPTY_FIRST,	/* an empty datagram with a pipe, then the fd */
 	BLOB_COUNT
 };
 
@@ -583,6 +687,9 @@ static const struct {
 	[BLOB_MSG_NO_FD]	= { "blob message without an fd", -EPROTO },
 	[BLOB_MSG_SHORT]	= { "blob message of 24 bytes", -EPROTO },
 	[BLOB_MSG_TYPE]		= { "welcome for a blob message", -EPROTO },
+	/* Not a hang-up, not a blob (fuzz-join): its fd is closed and the
+	 * real one behind it taken. */
+	[BLOB_EMPTY_FIRST]	= { "empty datagram with an fd first", 0 },
 };
 
 #define BLOB_SIZE	(3 * 4096 + 100)
@@ -652,6 +759,13 @@ static void bad_blob_msg(int conn, int how, uint64_t id, uint64_t seq)
 		pk_close_fds(two, 2);
 		return;
 	}
+	case BLOB_EMPTY_FIRST:
+		expect_sys(pipe2(p, O_CLOEXEC));
+		expect_eq(pk_send(conn, "", 0, &p[0], 1), 0);
+		pk_close_fds(p, 2);
+		p[1] = -1;
+		fd = pk_blob("pk-blob-good", BLOB_SIZE, seq, PK_BLOB_SEALS);
+		break;
 	default:
 		fd = pk_blob("pk-blob-good", BLOB_SIZE, seq, PK_BLOB_SEALS);
 		break;
@@ -1851,6 +1965,7 @@ int main(void)
 
 	tcase_add_loop_test(tc, test_bad_producer_handshake, 0, 2 * HS_COUNT);
 	tcase_add_loop_test(tc, test_bad_ring_contents, 0, RC_COUNT);
+	tcase_add_test(tc, test_all_overwritten);
 	tcase_add_loop_test(tc, test_bad_blob, 0, BLOB_COUNT);
 	tcase_add_test(tc, test_blob_before_start);
 	suite_add_tcase(s, tc);
