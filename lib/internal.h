@@ -349,6 +349,9 @@ struct shmfd_reader {
 	int wake_tx;			/* ... and a copy of the producer's end */
 };
 
+/* ---- reader.c ---- */
+struct shmfd_reader *shmfd__reader_alloc(void);	/* NULL: no memory */
+
 /* ---- poll.c ---- */
 enum {
 	SHMFD_POLL_NONE = 0,

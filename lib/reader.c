@@ -38,7 +38,8 @@ static void reader_free(struct shmfd_reader *r)
 	free(r);
 }
 
-static struct shmfd_reader *reader_alloc(void)
+/* A reader with nothing open yet (also the fuzz harness's). */
+struct shmfd_reader *shmfd__reader_alloc(void)
 {
 	struct shmfd_reader *r = calloc(1, sizeof(*r));
 
@@ -271,7 +272,7 @@ SHMFD_API int shmfd_reader_open(struct shmfd_reader **readerp,
 
 	if (!readerp || !name || (flags & ~SHMFD_FROM_OLDEST))
 		return -EINVAL;
-	r = reader_alloc();
+	r = shmfd__reader_alloc();
 	if (!r)
 		return -ENOMEM;
 	ret = shmfd__connect(name, &r->sock);
@@ -319,7 +320,7 @@ SHMFD_API int shmfd_reader_open_fd(struct shmfd_reader **readerp, int fd,
 	ret = shmfd__peer_cred(fd, &pid, &uid, &gid);
 	if (ret < 0)
 		return ret == -ENOTCONN ? -EPIPE : ret;
-	r = reader_alloc();
+	r = shmfd__reader_alloc();
 	if (!r)
 		return -ENOMEM;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {

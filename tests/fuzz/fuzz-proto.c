@@ -64,7 +64,15 @@ static void fuzz_hello(struct fuzz_in *in)
 	struct shmfd__hello *h = rest(in, &len);
 	int ret = shmfd__check_hello(h, len, nfds);
 
-	FUZZ_ASSERT(ret == 0 || ret == -EPROTO, "check_hello = %d", ret);
+	FUZZ_ASSERT(ret == 0 || ret == -EPROTO || ret == -EPROTONOSUPPORT,
+		    "check_hello = %d", ret);
+	/* Another version is refused whatever else it says (negotiation:
+	 * shmfd-protocol(7)), and only a hello of another version is. */
+	if (ret == -EPROTONOSUPPORT)
+		FUZZ_ASSERT(len >= 8 && h->type == SHMFD_MSG_HELLO &&
+			    h->version != SHMFD_PROTO_VERSION,
+			    "a hello of version %u refused as another version",
+			    len >= 8 ? h->version : 0);
 	/* The admission thread takes the page (and the answer socket) from
 	 * the fds that came, trusting this. */
 	if (ret == 0)
