@@ -55,106 +55,117 @@ static uint32_t mode_flags(int i)
 	return i ? SHMFD_LOSSY : 0;
 }
 
+/* A channel and a reader of it in this process, and the reader's fd. */
+struct pair {
+	struct shmfd_chan *chan;
+	int share;
+	struct shmfd_reader *r;
+	int fd;
+};
+
+static struct pair pair_open(uint32_t flags)
+{
+	struct pair p;
+
+	p.chan = th_chan(NULL, RING, 0, flags);
+	p.share = expect_ok(shmfd_chan_share_fd(p.chan));
+	p.r = th_join(p.share, 0);
+	p.fd = expect_ok(shmfd_reader_pollfd(p.r));
+	return p;
+}
+
+static void pair_close(struct pair *p)
+{
+	shmfd_reader_close(p->r);
+	close(p->share);
+	shmfd_chan_close(p->chan);
+}
+
+/* Nothing more to receive: recv says so, and the fd goes quiet. */
+static void expect_drained(struct shmfd_reader *r, int fd)
+{
+	struct shmfd_msg m;
+
+	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	expect_quiet(fd);
+}
+
 /* Quiet until a message, quiet again once recv said -EAGAIN; the same fd
  * every time; and usable from the application's own epoll set. */
 START_TEST(test_quiet_until_message)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, mode_flags(_i));
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct shmfd_reader *r = th_join(share, 0);
+	struct pair p = pair_open(mode_flags(_i));
 	struct epoll_event ev = { .events = EPOLLIN };
-	struct shmfd_msg m;
-	int fd, ep;
+	int ep;
 
-	fd = expect_ok(shmfd_reader_pollfd(r));
-	expect_eq(shmfd_reader_pollfd(r), fd);
-	expect_quiet(fd);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
+	expect_eq(shmfd_reader_pollfd(p.r), p.fd);
+	expect_quiet(p.fd);
+	expect_drained(p.r, p.fd);
 
 	for (uint64_t seq = 1; seq <= 20; seq++) {
-		send_seq(chan, seq, th_msg_len(seq, 1000));
-		expect_ready(fd);
-		recv_seq(r, seq);
-		expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-		expect_quiet(fd);
+		send_seq(p.chan, seq, th_msg_len(seq, 1000));
+		expect_ready(p.fd);
+		recv_seq(p.r, seq);
+		expect_drained(p.r, p.fd);
 	}
 
 	ep = expect_sys(epoll_create1(EPOLL_CLOEXEC));
-	expect_sys(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	expect_sys(epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, &ev));
 	expect_eq(epoll_wait(ep, &ev, 1, QUIET_MS), 0);
-	send_seq(chan, 21, 100);
+	send_seq(p.chan, 21, 100);
 	expect_eq(epoll_wait(ep, &ev, 1, DEADLINE_MS), 1);
-	recv_seq(r, 21);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
+	recv_seq(p.r, 21);
+	expect_drained(p.r, p.fd);
 	expect_eq(epoll_wait(ep, &ev, 1, QUIET_MS), 0);
 	close(ep);
-
-	shmfd_reader_close(r);
-	close(share);
-	shmfd_chan_close(chan);
+	pair_close(&p);
 }
 END_TEST
 
 /* Several messages between polls: readable until the last is taken. */
 START_TEST(test_level_several)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, mode_flags(_i));
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct shmfd_reader *r = th_join(share, 0);
-	struct shmfd_msg m;
-	int fd = expect_ok(shmfd_reader_pollfd(r));
+	struct pair p = pair_open(mode_flags(_i));
 
 	/* Before the first poll, and again after a round. */
 	for (int round = 0; round < 2; round++) {
 		uint64_t base = (uint64_t)round * 5;
 
 		for (uint64_t seq = base + 1; seq <= base + 5; seq++)
-			send_seq(chan, seq, 64);
+			send_seq(p.chan, seq, 64);
 		for (uint64_t seq = base + 1; seq <= base + 5; seq++) {
-			expect_ready(fd);
-			recv_seq(r, seq);
+			expect_ready(p.fd);
+			recv_seq(p.r, seq);
 		}
-		expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-		expect_quiet(fd);
+		expect_drained(p.r, p.fd);
 	}
-	shmfd_reader_close(r);
-	close(share);
-	shmfd_chan_close(chan);
+	pair_close(&p);
 }
 END_TEST
 
 /* The application receives without polling, then polls again. */
 START_TEST(test_recv_without_polling)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, mode_flags(_i));
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct shmfd_reader *r = th_join(share, 0);
+	struct pair p = pair_open(mode_flags(_i));
 	struct shmfd_msg m;
-	int fd = expect_ok(shmfd_reader_pollfd(r));
 
 	for (uint64_t seq = 1; seq <= 3; seq++)
-		send_seq(chan, seq, 64);
+		send_seq(p.chan, seq, 64);
 	for (uint64_t seq = 1; seq <= 3; seq++)
-		recv_seq(r, seq);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
-	send_seq(chan, 4, 64);
-	expect_ready(fd);
-	recv_seq(r, 4);
+		recv_seq(p.r, seq);
+	expect_drained(p.r, p.fd);
+	send_seq(p.chan, 4, 64);
+	expect_ready(p.fd);
+	recv_seq(p.r, 4);
 
 	/* A recv that times out must leave the fd armed all the same. */
-	expect_err(shmfd_recv(r, &m, 0, 20), ETIMEDOUT);
-	expect_quiet(fd);
-	send_seq(chan, 5, 64);
-	expect_ready(fd);
-	recv_seq(r, 5);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
-
-	shmfd_reader_close(r);
-	close(share);
-	shmfd_chan_close(chan);
+	expect_err(shmfd_recv(p.r, &m, 0, 20), ETIMEDOUT);
+	expect_quiet(p.fd);
+	send_seq(p.chan, 5, 64);
+	expect_ready(p.fd);
+	recv_seq(p.r, 5);
+	expect_drained(p.r, p.fd);
+	pair_close(&p);
 }
 END_TEST
 
@@ -162,41 +173,34 @@ END_TEST
  * quiet once it caught up.  A blob wakes the fd as a message does. */
 START_TEST(test_lossy_overrun_and_blob)
 {
-	struct shmfd_chan *chan = th_chan(NULL, RING, 0, SHMFD_LOSSY);
-	int share = expect_ok(shmfd_chan_share_fd(chan));
-	struct shmfd_reader *r = th_join(share, 0);
+	struct pair p = pair_open(SHMFD_LOSSY);
 	static char big[3 * RING];
 	struct shmfd_msg m;
 	uint64_t seq, got = 0, lost = 0;
-	int fd = expect_ok(shmfd_reader_pollfd(r));
 
 	for (seq = 1; seq <= 400; seq++)
-		send_seq(chan, seq, 1000);
-	expect_ready(fd);
-	while (shmfd_recv(r, &m, 0, 0) == 0) {
+		send_seq(p.chan, seq, 1000);
+	expect_ready(p.fd);
+	while (shmfd_recv(p.r, &m, 0, 0) == 0) {
 		got++;
 		lost += m.lost;
 		expect(th_check(m.data, m.len, m.seq) < 0, "torn message");
-		expect_eq(shmfd_msg_release(r, &m), 0);
+		expect_eq(shmfd_msg_release(p.r, &m), 0);
 	}
 	expect(lost > 0, "the ring should have been overrun");
 	expect_eq(got + lost, 400);
-	expect_quiet(fd);
+	expect_quiet(p.fd);
 
 	th_fill(big, sizeof(big), 401);
-	expect_ok(shmfd_send(chan, big, sizeof(big), 0));
-	expect_ready(fd);
-	expect_ok(shmfd_recv(r, &m, 0, 0));
+	expect_ok(shmfd_send(p.chan, big, sizeof(big), 0));
+	expect_ready(p.fd);
+	expect_ok(shmfd_recv(p.r, &m, 0, 0));
 	expect(m.flags & SHMFD_MSG_BLOB, "a blob expected");
 	expect_eq(m.len, sizeof(big));
 	expect(th_check(m.data, m.len, 401) < 0, "blob corrupt");
-	expect_eq(shmfd_msg_release(r, &m), 0);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
-
-	shmfd_reader_close(r);
-	close(share);
-	shmfd_chan_close(chan);
+	expect_eq(shmfd_msg_release(p.r, &m), 0);
+	expect_drained(p.r, p.fd);
+	pair_close(&p);
 }
 END_TEST
 
@@ -269,8 +273,7 @@ START_TEST(test_blocking_recv_mixed)
 	expect_eq(th_get(p.sock), 0);
 	expect_ready(fd);			/* seq 2 waits */
 	recv_seq(r, 2);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
+	expect_drained(r, fd);
 
 	th_put(p.sock, CMD_SEND2);
 	expect_ok(shmfd_recv(r, &m, 0, DEADLINE_MS));
@@ -278,8 +281,7 @@ START_TEST(test_blocking_recv_mixed)
 	expect_eq(th_get(p.sock), 0);
 	expect_ready(fd);
 	recv_seq(r, 4);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
+	expect_drained(r, fd);
 
 	shmfd_reader_close(r);
 	close(share);
@@ -303,8 +305,7 @@ START_TEST(test_producer_gone)
 	command(&p, CMD_SEND1);
 	expect_ready(fd);
 	recv_seq(r, 1);
-	expect_err(shmfd_recv(r, &m, 0, 0), EAGAIN);
-	expect_quiet(fd);
+	expect_drained(r, fd);
 
 	if (kill_it) {
 		kill(p.pid, SIGKILL);
