@@ -176,6 +176,9 @@ SHMFD_API void shmfd_chan_close(struct shmfd_chan *c)
 		 * reclaimed (admit.c): the sender may be passing it a blob. */
 		if (s->state != SLOT_FREE)
 			close(s->sock);
+		/* Its poll socket, if it sent one (ring.c (8)). */
+		if (s->state != SLOT_FREE && s->wake_sock >= 0)
+			close(s->wake_sock);
 		if (s->state == SLOT_LIVE && s->pidfd >= 0)
 			close(s->pidfd);
 		if (s->page)
