@@ -49,18 +49,19 @@
  * and the futex2 flags from the fd field; op flags and len stay zero.
  */
 static inline void shmfd__prep_futex_wait(struct io_uring_sqe *sqe,
-					  const uint32_t *uaddr, uint32_t val)
+					  const uint32_t *uaddr, uint32_t val,
+					  uint32_t bits)
 {
 #if HAVE_DECL_IO_URING_PREP_FUTEX_WAIT
-	io_uring_prep_futex_wait(sqe, (uint32_t *)uaddr, val,
-				 FUTEX_BITSET_MATCH_ANY, FUTEX2_SIZE_U32, 0);
+	io_uring_prep_futex_wait(sqe, (uint32_t *)uaddr, val, bits,
+				 FUTEX2_SIZE_U32, 0);
 #else
 	memset(sqe, 0, sizeof(*sqe));
 	sqe->opcode = SHMFD_IORING_OP_FUTEX_WAIT;
 	sqe->fd = FUTEX2_SIZE_U32;
 	sqe->addr = (uint64_t)(uintptr_t)uaddr;
 	sqe->off = val;			/* addr2 shares the off field */
-	sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
+	sqe->addr3 = bits;
 #endif
 }
 

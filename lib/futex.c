@@ -30,7 +30,8 @@ uint64_t shmfd__deadline(int timeout_ms)
  * re-checks its condition either way), -ETIMEDOUT at the deadline,
  * -EINTR on a signal, -EFAULT if the page went away.
  */
-int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns)
+int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint32_t bits,
+		      uint64_t deadline_ns)
 {
 	struct timespec ts, *tsp = NULL;
 	long ret;
@@ -42,8 +43,7 @@ int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns)
 		ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
 		tsp = &ts;
 	}
-	ret = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, val, tsp, NULL,
-		      FUTEX_BITSET_MATCH_ANY);
+	ret = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, val, tsp, NULL, bits);
 	if (ret == 0)
 		return 0;
 	if (errno == EAGAIN)
@@ -54,6 +54,14 @@ int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns)
 int shmfd__futex_wake(const uint32_t *word, int n)
 {
 	long ret = syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+
+	return ret < 0 ? shmfd__neg_errno() : (int)ret;
+}
+
+int shmfd__futex_wake_bits(const uint32_t *word, int n, uint32_t bits)
+{
+	long ret = syscall(SYS_futex, word, FUTEX_WAKE_BITSET, n, NULL, NULL,
+			   bits);
 
 	return ret < 0 ? shmfd__neg_errno() : (int)ret;
 }

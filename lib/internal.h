@@ -24,6 +24,10 @@
 #define SHMFD_JOIN_TIMEOUT_MS	10000	/* handshake answer deadline */
 #define SHMFD_BOUNDS		64u	/* chunks of the ring, ring.c */
 #define SHMFD_FALLBACK_SLICE_MS	100	/* self-wake without io_uring futex */
+/* ring.c (9): a reservation this large wakes blocked readers ahead of its
+ * commit, and a reader so woken watches for the commit this long. */
+#define SHMFD_AHEAD_MIN		(64u << 10)
+#define SHMFD_AHEAD_SPIN_US	200u
 
 /* Shared-memory accesses: every load and store of a shared word goes
  * through these, so the ordering of each is visible where it is used. */
@@ -69,8 +73,16 @@ int shmfd__map(int fd, size_t size, int prot, void **addrp);
 int shmfd__map_flags(int fd, size_t size, int prot, int flags, void **addrp);
 
 /* ---- futex.c: shared (not private) futexes on 32-bit words ---- */
-int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint64_t deadline_ns);
+/* Bitsets of the waits on hdr.futex (ring.c (9)): a reader blocked in
+ * recv, or a wait left in flight for a poll fd.  Other words: ANY. */
+#define SHMFD_FUTEX_BLOCK	(1u << 0)
+#define SHMFD_FUTEX_POLL	(1u << 1)
+#define SHMFD_FUTEX_ANY		0xffffffffu
+int shmfd__futex_wait(const uint32_t *word, uint32_t val, uint32_t bits,
+		      uint64_t deadline_ns);
 int shmfd__futex_wake(const uint32_t *word, int n);
+/* Wake up to n waiters on word whose bitset shares a bit with bits. */
+int shmfd__futex_wake_bits(const uint32_t *word, int n, uint32_t bits);
 
 /* ---- uring.c ---- */
 bool shmfd__uring_enabled(void);	/* io_uring usable and not forbidden */
@@ -96,16 +108,17 @@ int shmfd__sendmsg(struct shmfd__uring *u, int sock, const void *buf,
 #define SHMFD_WAKE_PEER_DEAD	(1u << 1)
 #define SHMFD_WAKE_HANGUP	(1u << 2)
 #define SHMFD_WAKE_TIMEOUT	(1u << 3)
-/* Sleep until *word != val (or a wake), the peer dies (its pidfd, or
+/* Sleep until *word != val (or a wake that matches bits), the peer dies (its pidfd, or
  * its pid where the kernel has no pidfds), sock hangs up, or the
  * deadline.  Returns a mask of SHMFD_WAKE_*, or -errno. */
 int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
-		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns);
+		 uint32_t bits, int pidfd, pid_t pid, int sock,
+		 uint64_t deadline_ns);
 /* Has the peer exited?  Its pidfd if there is one, else kill(pid, 0). */
 bool shmfd__peer_gone(int pidfd, pid_t pid);
 /* Queue the sleep's waits that are not in flight (no submit). */
 int shmfd__uring_arm(struct shmfd__uring *u, const uint32_t *word,
-		     uint32_t val, int pidfd, int sock);
+		     uint32_t val, uint32_t bits, int pidfd, int sock);
 /* Take every completion; a mask of SHMFD_WAKE_* they carried. */
 unsigned int shmfd__uring_reap(struct shmfd__uring *u);
 /* Post a completion that only makes the ring fd readable. */
@@ -316,6 +329,7 @@ struct shmfd_reader {
 	struct shmfd__reader_page *page;
 	size_t map_size;
 	unsigned int spin_us;
+	uint64_t ahead_seen;		/* ring.c (9): hdr.ahead spun for */
 	int sock;
 	int pidfd;			/* -1 where pidfd_open(2) is missing */
 	pid_t peer_pid;

@@ -73,6 +73,9 @@ struct shmfd__ring_hdr {
 	uint32_t futex			/* readers sleep on this word */
 		__attribute__((aligned(SHMFD_CACHELINE)));
 	uint32_t closed;		/* 1 once shmfd_chan_close() ran */
+	/* Producer, when it reserves a large record: head + 1, the record
+	 * being built at head (ring.c (9)); a hint, nothing depends on it. */
+	uint64_t ahead;
 
 	/* Producer, before it overwrites old records. */
 	uint64_t oldest			/* start of the oldest intact record */
@@ -101,6 +104,7 @@ static_assert(offsetof(struct shmfd__ring_hdr, commit_gen) == 88, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, blob_id) == 96, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, futex) == 128, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, closed) == 132, "layout");
+static_assert(offsetof(struct shmfd__ring_hdr, ahead) == 136, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, oldest) == 192, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, want) == 256, "layout");
 static_assert(offsetof(struct shmfd__ring_hdr, need) == 264, "layout");
@@ -147,6 +151,9 @@ struct shmfd__reader_page {
 	/* Reader, around a sleep: 0, or the head value it waits for. */
 	uint64_t sleep_pos
 		__attribute__((aligned(SHMFD_CACHELINE)));
+	/* Reader, once: 1 if its sleeps are for a poll fd, which an early
+	 * wake (ring.c (9)) would only make spuriously readable. */
+	uint32_t polls;
 
 	/* Reader, when a message it receives says some were skipped: the
 	 * total of msg.lost so far.  Only statistics read it (the producer's
@@ -164,6 +171,7 @@ struct shmfd__reader_page {
 static_assert(offsetof(struct shmfd__reader_page, tail) == 64, "layout");
 static_assert(offsetof(struct shmfd__reader_page, wake) == 72, "layout");
 static_assert(offsetof(struct shmfd__reader_page, sleep_pos) == 128, "layout");
+static_assert(offsetof(struct shmfd__reader_page, polls) == 136, "layout");
 static_assert(offsetof(struct shmfd__reader_page, lost) == 192, "layout");
 static_assert(offsetof(struct shmfd__reader_page, dropped) == 256, "layout");
 static_assert(sizeof(struct shmfd__reader_page) <= SHMFD_RPAGE_SIZE, "layout");

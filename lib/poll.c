@@ -85,7 +85,7 @@ static int arm(struct shmfd_reader *r)
 	shmfd__ring_wake_needy(r);		/* ring.c (4) */
 	if (r->poll_mode != SHMFD_POLL_URING)
 		return 0;
-	ret = shmfd__uring_arm(&r->uring, &r->hdr->futex, v,
+	ret = shmfd__uring_arm(&r->uring, &r->hdr->futex, v, SHMFD_FUTEX_POLL,
 			       r->peer_dead ? -1 : r->pidfd,
 			       r->hangup ? -1 : r->sock);
 	if (ret == 0) {
@@ -233,6 +233,8 @@ SHMFD_API int shmfd_reader_pollfd(struct shmfd_reader *r)
 		}
 		r->poll_mode = SHMFD_POLL_SOCK;
 	}
+	/* ring.c (9): early wakes are for readers blocked in recv. */
+	STORE_RELAXED(&r->page->polls, 1);
 	shmfd__poll_settle(r, false);
 	return r->poll_fd;
 }

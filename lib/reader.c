@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -422,6 +423,30 @@ static int recv_blob(struct shmfd_reader *r, struct shmfd_msg *msg,
 	return 0;
 }
 
+/* Watch head for up to usec (not past deadline): true once it moved or
+ * the channel closed, false if the time ran out first.  yield: between
+ * looks, let a producer that shares our CPU run, or we would keep it
+ * from the commit we wait for. */
+static bool spin_for_head(struct shmfd_reader *r, unsigned int usec,
+			  uint64_t deadline, bool yield)
+{
+	uint64_t until = shmfd__now_ns() + usec * 1000ull;
+
+	if (until > deadline)
+		until = deadline;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (LOAD_ACQUIRE(&r->hdr->head) != r->pos ||
+			    LOAD_RELAXED(&r->hdr->closed))
+				return true;
+			cpu_relax();
+		}
+		if (yield)
+			sched_yield();
+	} while (shmfd__now_ns() < until);
+	return false;
+}
+
 static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
 		     int flags, int timeout_ms)
 {
@@ -431,6 +456,7 @@ static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
 	int ret;
 
 	for (;;) {
+		uint64_t ahead;
 		uint32_t v;
 		int mask;
 
@@ -495,23 +521,16 @@ static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
 			have_deadline = true;
 		}
 
-		if (r->spin_us) {
-			uint64_t until = shmfd__now_ns() + r->spin_us * 1000ull;
-			bool got = false;
-
-			if (until > deadline)
-				until = deadline;
-			do {
-				for (int i = 0; i < 64; i++) {
-					if (LOAD_ACQUIRE(&r->hdr->head) != r->pos ||
-					    LOAD_RELAXED(&r->hdr->closed)) {
-						got = true;
-						break;
-					}
-					cpu_relax();
-				}
-			} while (!got && shmfd__now_ns() < until);
-			if (got)
+		if (r->spin_us && spin_for_head(r, r->spin_us, deadline, false))
+			continue;
+		/* ring.c (9): a large record is being built where we
+		 * stand; watch for its commit instead of sleeping through
+		 * it, once for each such record. */
+		ahead = LOAD_RELAXED(&r->hdr->ahead);
+		if (ahead == r->pos + 1 && ahead != r->ahead_seen) {
+			r->ahead_seen = ahead;
+			if (spin_for_head(r, SHMFD_AHEAD_SPIN_US, deadline,
+					  true))
 				continue;
 		}
 
@@ -532,6 +551,7 @@ static int recv_loop(struct shmfd_reader *r, struct shmfd_msg *msg,
 		}
 		shmfd__ring_wake_needy(r);		/* ring.c (4) */
 		mask = shmfd__sleep(&r->uring, &r->hdr->futex, v,
+				    SHMFD_FUTEX_BLOCK,
 				    r->peer_dead ? -1 : r->pidfd,
 				    r->peer_dead ? 0 : r->peer_pid,
 				    r->hangup ? -1 : r->sock,

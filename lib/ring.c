@@ -113,6 +113,25 @@
  *     hang-up the reader sees then says it was dropped (-ECONNRESET)
  *     and not that we died (-EPIPE).
  *
+ * (9) Early wake (a hint: nothing above depends on it).  A reader's
+ *     wake-up costs tens of microseconds on a VM, and building a large
+ *     record in place can take as long, so the two should overlap.  When
+ *     the producer reserves SHMFD_AHEAD_MIN bytes or more, it stores
+ *     hdr.ahead = head + 1, then, if a LIVE reader announced a sleep at
+ *     head (sleep_pos == head + 1) and does not poll (page.polls == 0),
+ *     bumps hdr.futex and wakes with FUTEX_WAKE_BITSET(SHMFD_FUTEX_BLOCK).
+ *     Readers blocked in recv wait with that bit, and waits left in
+ *     flight for a poll fd with SHMFD_FUTEX_POLL, so an early wake never
+ *     makes a poll fd readable; a commit's wake (3) matches every bit.  A
+ *     reader that finds nothing at pos and sees ahead == pos + 1 watches
+ *     head for up to SHMFD_AHEAD_SPIN_US, once per ahead value, before it
+ *     announces a sleep.  Safety: the early wake neither reads nor writes
+ *     slot.woken, so a reader that gives up and sleeps again at the same
+ *     sleep_pos is still owed the commit's wake; the bump before the wake
+ *     only makes a racing sleeper return at once, as in (3).  Every load
+ *     of ahead, polls and sleep_pos here may be stale: the cost is a
+ *     missed early wake or a wasted spin, never a lost message.
+ *
  * Records never wrap.  When the rest of the data area is too short the
  * producer writes a PAD record up to its end; readers skip it.
  */
@@ -205,6 +224,17 @@ static void slots_enter(struct shmfd_chan *c)
 static void slots_exit(struct shmfd_chan *c)
 {
 	STORE_RELEASE(&c->epoch, c->epoch + 1);
+}
+
+/* The sender's way in: (7) no fence unless a fenced reader is joined. */
+static void sender_slots_enter(struct shmfd_chan *c)
+{
+	if (c->asym && !LOAD_RELAXED(&c->nfenced)) {
+		STORE_RELAXED(&c->epoch, c->epoch + 1);
+		COMPILER_BARRIER();
+	} else {
+		slots_enter(c);
+	}
 }
 
 void shmfd__slots_enter(struct shmfd_chan *c)
@@ -388,8 +418,9 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 			deadline = shmfd__deadline(timeout_ms);
 			have_deadline = true;
 		}
-		ret = shmfd__futex_wait(&page->wake, w, sliced ?
-					shmfd__slice_end(deadline) : deadline);
+		ret = shmfd__futex_wait(&page->wake, w, SHMFD_FUTEX_ANY,
+					sliced ? shmfd__slice_end(deadline)
+					       : deadline);
 		STORE_RELEASE(&c->wait_slot, 0);
 		if (ret == -ETIMEDOUT && shmfd__now_ns() >= deadline) {
 			STORE_RELAXED(&c->hdr->want, 0);
@@ -397,6 +428,33 @@ static int wait_space(struct shmfd_chan *c, uint64_t limit, int timeout_ms)
 		}
 		/* 0, -EINTR, or -EFAULT if that reader's page went away:
 		 * in every case look at the readers again. */
+	}
+}
+
+/* (9): a record this large takes a while to build: wake the readers
+ * blocked at head now, so that their wake-up overlaps the build. */
+static void wake_ahead(struct shmfd_chan *c)
+{
+	bool wake = false;
+	uint32_t hi;
+
+	STORE_RELAXED(&c->hdr->ahead, c->head + 1);
+	sender_slots_enter(c);
+	hi = LOAD_ACQUIRE(&c->slot_hi);
+	for (uint32_t i = 0; i < hi && !wake; i++) {
+		struct shmfd__slot *s = &c->slots[i];
+
+		if (LOAD_ACQUIRE(&s->state) != SLOT_LIVE)
+			continue;
+		wake = LOAD_RELAXED(&s->page->sleep_pos) == c->head + 1 &&
+		       !LOAD_RELAXED(&s->page->polls);
+	}
+	slots_exit(c);
+
+	if (wake) {
+		STORE_RELEASE(&c->hdr->futex, c->hdr->futex + 1);
+		shmfd__futex_wake_bits(&c->hdr->futex, INT_MAX,
+				       SHMFD_FUTEX_BLOCK);
 	}
 }
 
@@ -450,6 +508,8 @@ int shmfd__ring_reserve(struct shmfd_chan *c, size_t len, void **bufp,
 	c->resv_pos = p + pad;
 	c->resv_len = len;
 	*bufp = rec_at(c->data, c->mask, c->resv_pos) + 1;
+	if (len >= SHMFD_AHEAD_MIN)
+		wake_ahead(c);
 	return 0;
 }
 
@@ -471,12 +531,7 @@ static void wake_readers(struct shmfd_chan *c)
 	bool wake = false;
 	uint32_t hi;
 
-	if (c->asym && !LOAD_RELAXED(&c->nfenced)) {
-		STORE_RELAXED(&c->epoch, c->epoch + 1);
-		COMPILER_BARRIER();
-	} else {
-		slots_enter(c);
-	}
+	sender_slots_enter(c);
 	hi = LOAD_ACQUIRE(&c->slot_hi);
 	for (uint32_t i = 0; i < hi; i++) {
 		struct shmfd__slot *s = &c->slots[i];

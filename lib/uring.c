@@ -47,7 +47,7 @@ static int probe_futex(struct io_uring *ring)
 	sqe = io_uring_get_sqe(ring);
 	if (!sqe)
 		return -1;
-	shmfd__prep_futex_wait(sqe, &word, 0);
+	shmfd__prep_futex_wait(sqe, &word, 0, SHMFD_FUTEX_ANY);
 	io_uring_sqe_set_data64(sqe, UD_FUTEX);
 	if (io_uring_submit_and_wait(ring, 1) < 0)
 		return -1;
@@ -266,8 +266,8 @@ bool shmfd__peer_gone(int pidfd, pid_t pid)
 }
 
 /* Fallback sleep: futex(2) in slices, checking the peer between them. */
-static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
-		       pid_t pid, int sock, uint64_t deadline_ns)
+static int sleep_plain(const uint32_t *word, uint32_t val, uint32_t bits,
+		       int pidfd, pid_t pid, int sock, uint64_t deadline_ns)
 {
 	for (;;) {
 		uint64_t now = shmfd__now_ns();
@@ -277,7 +277,7 @@ static int sleep_plain(const uint32_t *word, uint32_t val, int pidfd,
 
 		if (now >= deadline_ns)
 			return SHMFD_WAKE_TIMEOUT;
-		ret = shmfd__futex_wait(word, val,
+		ret = shmfd__futex_wait(word, val, bits,
 					slice < deadline_ns ? slice : deadline_ns);
 		if (ret == 0 || ret == -EINTR)
 			mask |= SHMFD_WAKE_FUTEX;
@@ -326,7 +326,7 @@ unsigned int shmfd__uring_reap(struct shmfd__uring *u)
  * (and its poll fd) rests on; the caller submits.
  */
 int shmfd__uring_arm(struct shmfd__uring *u, const uint32_t *word,
-		     uint32_t val, int pidfd, int sock)
+		     uint32_t val, uint32_t bits, int pidfd, int sock)
 {
 	struct io_uring_sqe *sqe;
 
@@ -350,7 +350,7 @@ int shmfd__uring_arm(struct shmfd__uring *u, const uint32_t *word,
 		sqe = io_uring_get_sqe(&u->ring);
 		if (!sqe)
 			return -EBUSY;
-		shmfd__prep_futex_wait(sqe, word, val);
+		shmfd__prep_futex_wait(sqe, word, val, bits);
 		io_uring_sqe_set_data64(sqe, UD_FUTEX);
 		u->futex_armed = true;
 	}
@@ -390,7 +390,8 @@ bool shmfd__uring_ready(struct shmfd__uring *u)
  * so no operation refers to the word once the caller moves on.
  */
 int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
-		 int pidfd, pid_t pid, int sock, uint64_t deadline_ns)
+		 uint32_t bits, int pidfd, pid_t pid, int sock,
+		 uint64_t deadline_ns)
 {
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
@@ -399,9 +400,10 @@ int shmfd__sleep(struct shmfd__uring *u, const uint32_t *word, uint32_t val,
 
 	/* Without a pidfd to poll, only slices can watch the peer. */
 	if (!u->ok || !u->futex_ok || (pidfd < 0 && pid > 0))
-		return sleep_plain(word, val, pidfd, pid, sock, deadline_ns);
+		return sleep_plain(word, val, bits, pidfd, pid, sock,
+				   deadline_ns);
 
-	ret = shmfd__uring_arm(u, word, val, pidfd, sock);
+	ret = shmfd__uring_arm(u, word, val, bits, pidfd, sock);
 	if (ret < 0)
 		return ret;
 
