@@ -6,7 +6,8 @@
  * The producer waits until every reader has handled the previous message,
  * pauses --gap microseconds so that each reader is asleep again (or, in
  * the spin scenario, spinning), builds the message, stamps it with
- * CLOCK_MONOTONIC and sends it.  Each reader stamps the moment its
+ * CLOCK_MONOTONIC and sends it; the message also carries the time the
+ * build began, for the points scenario's second figure.  Each reader stamps the moment its
  * receive returns (after the checksum, for points) and stores the
  * difference in shared memory; a message's latency is that of its last
  * reader.  The acks travel over a pipe outside the timed interval.
@@ -54,7 +55,6 @@ static uint64_t checksum(const struct bench_msg *m, size_t len)
 static void fill(const struct lat_ctx *c, struct bench_msg *m, uint64_t seq)
 {
 	m->seq = seq;
-	m->pad = 0;
 	m->sum = 0;
 	if (c->check) {
 		struct point *pts = (struct point *)(m + 1);
@@ -87,14 +87,32 @@ static void reader_main(void *arg, int rd)
 			bench_child_die("%s: reader %d: message %ld is corrupt",
 					c->x->name, rd, i + 1);
 		lat[i] = t - m->sent_ns;
+		if (c->lat_built)
+			c->lat_built[(size_t)rd * (size_t)c->count +
+				     (size_t)i] = t - m->built_ns;
 		c->x->release(c, rd);
 		bench_ack_send(&c->ack);
 	}
 }
 
+/* The message reached everyone when its last reader had it. */
+static void last_reader(uint64_t *out, const uint64_t *lat, long count,
+			int nreaders)
+{
+	for (long i = 0; i < count; i++) {
+		out[i] = lat[i];
+		for (int rd = 1; rd < nreaders; rd++) {
+			uint64_t v = lat[(size_t)rd * (size_t)count + (size_t)i];
+
+			if (v > out[i])
+				out[i] = v;
+		}
+	}
+}
+
 bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
-		   uint64_t *out, long count, size_t len, int nreaders,
-		   unsigned int spin_us, bool points)
+		   uint64_t *out, uint64_t *out_built, long count, size_t len,
+		   int nreaders, unsigned int spin_us, bool points)
 {
 	struct lat_ctx c = {
 		.x = x,
@@ -109,7 +127,8 @@ bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
 		.efd = -1,
 		.mq = (mqd_t)-1,
 	};
-	size_t lat_size = (size_t)nreaders * (size_t)c.count * sizeof(uint64_t);
+	size_t lat_n = (size_t)nreaders * (size_t)c.count;
+	size_t lat_size = (out_built ? 2 : 1) * lat_n * sizeof(uint64_t);
 
 	for (int i = 0; i < BENCH_MAX_READERS; i++)
 		c.fd[i][0] = c.fd[i][1] = -1;
@@ -119,6 +138,7 @@ bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
 	}
 	snprintf(row->note, sizeof(row->note), "%s", c.note);
 	c.lat = bench_shm(lat_size);
+	c.lat_built = out_built ? c.lat + lat_n : NULL;
 	bench_ack_open(&c.ack);
 	for (int rd = 0; rd < nreaders; rd++)
 		bench_fork(reader_main, &c, rd);
@@ -126,10 +146,13 @@ bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
 
 	for (long i = 1; i <= c.count; i++) {
 		struct bench_msg *m;
+		uint64_t built;
 
 		bench_pause_us(bench_opt.gap_us);
+		built = bench_now_ns();
 		m = x->buf(&c);
 		fill(&c, m, (uint64_t)i);
+		m->built_ns = built;
 		m->sent_ns = bench_now_ns();
 		x->send(&c);
 		bench_ack_wait(&c.ack, nreaders);
@@ -140,17 +163,9 @@ bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
 	x->teardown(&c);
 	bench_ack_close(&c.ack);
 
-	/* The message reached everyone when its last reader had it. */
-	for (long i = 0; i < c.count; i++) {
-		out[i] = c.lat[i];
-		for (int rd = 1; rd < nreaders; rd++) {
-			uint64_t v = c.lat[(size_t)rd * (size_t)c.count +
-					   (size_t)i];
-
-			if (v > out[i])
-				out[i] = v;
-		}
-	}
+	last_reader(out, c.lat, c.count, nreaders);
+	if (out_built)
+		last_reader(out_built, c.lat_built, c.count, nreaders);
 	bench_unshm(c.lat, lat_size);
 	return true;
 }

@@ -253,6 +253,10 @@ static void json_row(const struct bench_scen *s, const struct bench_row *r)
 		json_num("p999_us", r->lat.p999);
 		printf(", ");
 		json_num("max_us", r->lat.max);
+		if (r->built_p50 > 0) {
+			printf(", ");
+			json_num("built_p50_us", r->built_p50);
+		}
 		if (ref->avail) {
 			printf(", ");
 			json_num("ratio_p50", ratio(r->lat.p50, ref->lat.p50));

@@ -101,6 +101,7 @@ struct bench_row {
 	char note[96];		/* why unavailable, or a detail */
 	bool avail;
 	struct bench_lat lat;	/* BENCH_LAT */
+	double built_p50;	/* points: p50 from the start of the build */
 	double rate;		/* BENCH_RATE */
 	double ms[3];		/* BENCH_MS: median, min, max */
 };
@@ -154,7 +155,7 @@ struct bench_msg {
 	uint64_t seq;		/* 1, 2, 3 ... */
 	uint64_t sent_ns;	/* CLOCK_MONOTONIC just before the send */
 	uint64_t sum;		/* points: checksum of the payload */
-	uint64_t pad;
+	uint64_t built_ns;	/* CLOCK_MONOTONIC before the build began */
 };
 
 struct lat_ctx;
@@ -188,6 +189,7 @@ struct lat_ctx {
 	char note[96];
 	struct bench_ack ack;
 	uint64_t *lat;		/* shared: nreaders * count latencies, ns */
+	uint64_t *lat_built;	/* the same from built_ns, or NULL */
 
 	/* transports' state; a reader's copy is its own after fork */
 	struct shmfd_chan *chan;
@@ -216,11 +218,13 @@ extern const struct lat_xport bench_x_spin;
  * count paced messages of len bytes to nreaders; out[i] is the latency
  * of message i at its last reader, in ns.  points: the message is 10,000
  * (x, y) doubles, built in place where the transport allows it and
- * checksummed by the reader before its timestamp.  false: the transport
- * cannot run here (row->note says why).
+ * checksummed by the reader before its timestamp.  out_built, when not
+ * NULL, gets the same latencies measured from before the producer began
+ * to build the message (reserve, fill) instead of from just before its
+ * send.  false: the transport cannot run here (row->note says why).
  */
 bool bench_lat_run(const struct lat_xport *x, struct bench_row *row,
-		   uint64_t *out, long count, size_t len, int nreaders,
-		   unsigned int spin_us, bool points);
+		   uint64_t *out, uint64_t *out_built, long count, size_t len,
+		   int nreaders, unsigned int spin_us, bool points);
 
 #endif /* SHMFD_BENCH_H */
