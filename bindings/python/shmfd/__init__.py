@@ -66,6 +66,9 @@ _c = _lib.lib
 _EAGAIN = -errno.EAGAIN
 _ETIMEDOUT = -errno.ETIMEDOUT
 _ESTALE = -errno.ESTALE
+# A blocking recv sleeps in the library this long at most at a time, and
+# Python runs signal handlers (Ctrl-C) in between.
+_WAIT_SLICE_MS = 50
 
 
 def library_version():
@@ -972,9 +975,15 @@ class Reader:
         closed the channel or died and everything it sent was received,
         ConnectionResetError when the producer dropped this reader.
 
-        The wait sleeps in poll(2) on :meth:`fileno` after the library's
-        spin (:attr:`spin`), so signals (Ctrl-C) interrupt it; the
-        library wakes it for a message or the producer's end only."""
+        After the library's spin (:attr:`spin`), the wait sleeps in the
+        library in slices of at most 50 ms, between which Python runs
+        signal handlers (Ctrl-C) and another thread may close the reader
+        (this recv then raises ValueError).  Sleeping in the library lets
+        a producer that reserves a large message wake this reader while
+        it builds the message (shmfd_reserve(3)).  While this reader holds
+        messages it sleeps in poll(2) on :meth:`fileno` instead, so that
+        releasing one from another thread never waits for a slice; once
+        the reader has a poll fd, early wake-ups no longer reach it."""
         handle = self._ready()
         flags = _lib.RECV_LATEST if latest else 0
         if timeout is None:
@@ -996,21 +1005,37 @@ class Reader:
         if timeout == 0:
             raise BlockingIOError(errno.EAGAIN,
                                   "shmfd_recv: no message ready")
-        poller = handle.poller or self._poller(handle)
         while True:
-            if deadline is None:
-                poller.poll()
-            else:
+            left = None
+            if deadline is not None:
                 left = deadline - time.monotonic()
-                if left > 0:
-                    poller.poll(_lib.timeout_ms(left))
-            msg = self._recv_once(handle, flags, 0)
+                if left <= 0:
+                    raise TimeoutError(errno.ETIMEDOUT,
+                                       "shmfd_recv: no message within %gs"
+                                       % timeout)
+            if handle.held:
+                poller = handle.poller or self._poller(handle)
+                poller.poll(-1 if left is None else _lib.timeout_ms(left))
+                msg = self._recv_once(handle, flags, 0)
+            else:
+                ms = _WAIT_SLICE_MS
+                if left is not None:
+                    ms = min(ms, _lib.timeout_ms(left))
+                msg = self._recv_slice(handle, flags, ms)
             if msg is not None:
                 return msg
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(errno.ETIMEDOUT,
-                                   "shmfd_recv: no message within %gs"
-                                   % timeout)
+
+    def _recv_slice(self, handle, flags, ms):
+        """One slice of a blocking wait in the library, without the spin,
+        which the first look did."""
+        with handle.lock:
+            if handle.spin_us and handle.ptr is not None:
+                _c.shmfd_reader_set_spin(handle.ptr, 0)
+            try:
+                return self._recv_once(handle, flags, ms)
+            finally:
+                if handle.spin_us and handle.ptr is not None:
+                    _c.shmfd_reader_set_spin(handle.ptr, handle.spin_us)
 
     def _poller(self, handle):
         poller = select.poll()

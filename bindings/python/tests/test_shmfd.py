@@ -512,6 +512,48 @@ class TestTimeouts(unittest.TestCase):
             with self.assertRaises(ValueError):
                 r.recv(timeout=-1)
 
+    def test_waits_with_and_without_held_messages(self):
+        # Nothing held: the wait sleeps in the library, in slices; a
+        # message held: in poll(2) on the reader's fd.  Either way a
+        # message sent meanwhile from another thread ends it, and the
+        # timeout holds across the slices.
+        ch, r = pair()
+        with ch, r:
+            for keep in (None, b"kept"):
+                kept = None
+                if keep is not None:
+                    ch.send(keep)
+                    kept = r.recv(timeout=DEADLINE)
+                t = threading.Timer(0.12, ch.send, args=(b"late",))
+                t.start()
+                try:
+                    m = r.recv(timeout=DEADLINE)
+                finally:
+                    t.join()
+                self.assertEqual(bytes(m.data), b"late")
+                m.release()
+                start = time.monotonic()
+                with self.assertRaises(TimeoutError):
+                    r.recv(timeout=0.13)
+                self.assertGreaterEqual(time.monotonic() - start, 0.13)
+                if kept is not None:
+                    self.assertEqual(bytes(kept.data), keep)
+                    kept.release()
+
+    def test_close_from_another_thread_ends_a_wait(self):
+        # The wait notices within a slice, not at its own deadline.
+        ch, r = pair()
+        with ch:
+            t = threading.Timer(0.1, r.close)
+            start = time.monotonic()
+            t.start()
+            try:
+                with self.assertRaises(ValueError):
+                    r.recv(timeout=DEADLINE)
+            finally:
+                t.join()
+            self.assertLess(time.monotonic() - start, DEADLINE / 2)
+
     def test_send_waits_for_a_reader(self):
         ch, r = pair(ring_size=64 << 10)
         with ch, r:
