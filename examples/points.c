@@ -8,7 +8,10 @@
  * printed side by side.
  *
  * Latency is from just before commit (or write) to just after recv (or the
- * last read) returns, measured with CLOCK_MONOTONIC in the two processes.
+ * last read) returns, measured with CLOCK_MONOTONIC in the two processes;
+ * a second table measures from before the producer began to build the
+ * message (reserve, fill), since shmfd_reserve wakes the reader at once
+ * and the wake-up then overlaps the build.
  * Messages are paced: the producer waits until the reader has checked the
  * previous message, then 200 us more, so every message finds the reader
  * asleep and the figure includes its wake-up.  That is the case of a GUI
@@ -49,7 +52,7 @@ struct points_msg {
 	uint64_t seq;		/* 1, 2, 3 ... as the producer counts */
 	uint64_t sent_ns;	/* CLOCK_MONOTONIC just before commit/write */
 	uint64_t sum;		/* checksum over seq and every coordinate */
-	uint64_t pad;		/* keeps the points 16-byte aligned */
+	uint64_t built_ns;	/* CLOCK_MONOTONIC before the build began */
 	struct point pts[NPOINTS];
 };
 
@@ -61,7 +64,8 @@ struct run {
 	int data_rd, data_wr;	/* the pipe under test */
 	int ack_rd, ack_wr;	/* reader -> producer: "checked, go on" */
 	pid_t reader;
-	uint64_t *lat;		/* 2 * count latencies (ns), shared mapping */
+	uint64_t *lat;		/* 4 * count latencies (ns), shared mapping:
+				 * shmfd, pipe, then both from the build */
 };
 
 static struct run run = {
@@ -166,7 +170,6 @@ static void fill(struct points_msg *m, uint64_t seq)
 	long i;
 
 	m->seq = seq;
-	m->pad = 0;
 	for (i = 0; i < NPOINTS; i++) {
 		m->pts[i].x = x_of(seq, i);
 		m->pts[i].y = y_of(seq, i);
@@ -274,6 +277,7 @@ static void reader_shmfd(void)
 				   (unsigned long long)msg.lost,
 				   (unsigned long long)seq);
 		run.lat[seq - 1] = t - m->sent_ns;
+		run.lat[2 * run.count + seq - 1] = t - m->built_ns;
 		if (!valid(m, seq))
 			reader_die("message %llu is corrupt",
 				   (unsigned long long)seq);
@@ -324,6 +328,7 @@ static void reader_pipe(void)
 		read_all(run.data_rd, m, sizeof(*m));
 		t = now_ns();
 		run.lat[run.count + seq - 1] = t - m->sent_ns;
+		run.lat[3 * run.count + seq - 1] = t - m->built_ns;
 		if (!valid(m, seq))
 			reader_die("pipe message %llu is corrupt",
 				   (unsigned long long)seq);
@@ -350,17 +355,19 @@ static void producer_shmfd(struct shmfd_chan *chan)
 {
 	struct points_msg *m;
 	void *buf;
-	uint64_t seq;
+	uint64_t seq, built;
 	int ret;
 
 	wait_ack();	/* the reader has joined */
 	for (seq = 1; seq <= (uint64_t)run.count; seq++) {
 		pause_us(GAP_US);
+		built = now_ns();
 		ret = shmfd_reserve(chan, sizeof(*m), &buf, TIMEOUT_MS);
 		if (ret < 0)
 			die("shmfd_reserve: %s", strerror(-ret));
 		m = buf;
 		fill(m, seq);		/* straight into the shared ring */
+		m->built_ns = built;
 		m->sent_ns = now_ns();
 		ret = shmfd_commit(chan, sizeof(*m));
 		if (ret < 0)
@@ -399,6 +406,7 @@ static void producer_pipe(void)
 	wait_ack();	/* the reader waits on the pipe */
 	for (seq = 1; seq <= (uint64_t)run.count; seq++) {
 		pause_us(GAP_US);
+		m->built_ns = now_ns();
 		fill(m, seq);		/* a private buffer, then a copy */
 		m->sent_ns = now_ns();
 		write_all(run.data_wr, m, sizeof(*m));
@@ -477,11 +485,35 @@ static void parse_args(int argc, char **argv)
 	}
 }
 
+/* Sorts both series in place and prints them with their ratio. */
+static void print_table(const char *title, uint64_t *shm_lat,
+			uint64_t *pipe_lat, int pipe_size)
+{
+	long n = run.count;
+	double s50, s99, p50, p99;
+
+	qsort(shm_lat, (size_t)n, sizeof(*shm_lat), cmp_u64);
+	qsort(pipe_lat, (size_t)n, sizeof(*pipe_lat), cmp_u64);
+	s50 = pct_us(shm_lat, n, 50);
+	s99 = pct_us(shm_lat, n, 99);
+	p50 = pct_us(pipe_lat, n, 50);
+	p99 = pct_us(pipe_lat, n, 99);
+
+	printf("%s\n", title);
+	printf("  %-12s %8s %10s %10s\n", "", "count", "p50", "p99");
+	printf("  %-12s %8ld %7.1f us %7.1f us\n", "shmfd", n, s50, s99);
+	if (pipe_size > 0)
+		printf("  %-12s %8ld %7.1f us %7.1f us   (%d KiB pipe)\n",
+		       "pipe", n, p50, p99, pipe_size / 1024);
+	else
+		printf("  %-12s %8ld %7.1f us %7.1f us\n", "pipe", n, p50, p99);
+	printf("  %-12s %8s %9.1fx %9.1fx\n", "pipe/shmfd", "",
+	       s50 > 0 ? p50 / s50 : 0.0, s99 > 0 ? p99 / s99 : 0.0);
+}
+
 int main(int argc, char **argv)
 {
 	struct shmfd_chan *chan;
-	uint64_t *shm_lat, *pipe_lat;
-	double s50, s99, p50, p99;
 	int data[2], ack[2], ret, status, pipe_size;
 	long n;
 
@@ -489,7 +521,7 @@ int main(int argc, char **argv)
 	n = run.count;
 	signal(SIGPIPE, SIG_IGN);	/* a dead reader is an EPIPE, not death */
 
-	run.lat = mmap(NULL, 2 * (size_t)n * sizeof(*run.lat),
+	run.lat = mmap(NULL, 4 * (size_t)n * sizeof(*run.lat),
 		       PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 		       -1, 0);
 	if (run.lat == MAP_FAILED)
@@ -541,15 +573,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	shm_lat = run.lat;
-	pipe_lat = run.lat + n;
-	qsort(shm_lat, (size_t)n, sizeof(*shm_lat), cmp_u64);
-	qsort(pipe_lat, (size_t)n, sizeof(*pipe_lat), cmp_u64);
-	s50 = pct_us(shm_lat, n, 50);
-	s99 = pct_us(shm_lat, n, 99);
-	p50 = pct_us(pipe_lat, n, 50);
-	p99 = pct_us(pipe_lat, n, 99);
-
 	printf("points: %ld messages of %d (x, y) points (%zu bytes + a "
 	       "%zu-byte header), one every >= %d us\n", n, NPOINTS,
 	       sizeof(((struct points_msg *)0)->pts),
@@ -559,16 +582,11 @@ int main(int argc, char **argv)
 		       run.cpus[0], run.cpus[1]);
 	else
 		printf("not pinned: fewer than two CPUs\n");
-	printf("one-way latency, reader asleep:\n");
-	printf("  %-12s %8s %10s %10s\n", "", "count", "p50", "p99");
-	printf("  %-12s %8ld %7.1f us %7.1f us\n", "shmfd", n, s50, s99);
-	if (pipe_size > 0)
-		printf("  %-12s %8ld %7.1f us %7.1f us   (%d KiB pipe)\n",
-		       "pipe", n, p50, p99, pipe_size / 1024);
-	else
-		printf("  %-12s %8ld %7.1f us %7.1f us\n", "pipe", n, p50, p99);
-	printf("  %-12s %8s %9.1fx %9.1fx\n", "pipe/shmfd", "",
-	       s50 > 0 ? p50 / s50 : 0.0, s99 > 0 ? p99 / s99 : 0.0);
+	printf("one-way latency, the reader asleep before each message,\n");
+	print_table("from just before the commit (or write):", run.lat,
+		    run.lat + n, pipe_size);
+	print_table("from the start of the build (reserve, fill):",
+		    run.lat + 2 * n, run.lat + 3 * n, pipe_size);
 	if (run.spin)
 		printf("the shmfd reader spins up to %u us before sleeping\n",
 		       run.spin);
