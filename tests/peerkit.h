@@ -154,7 +154,8 @@ struct pk_ring_hdr {
 	uint8_t  gap1[24];
 	uint32_t futex;			/* 128 */
 	uint32_t closed;		/* 132 */
-	uint8_t  gap2[56];
+	uint64_t ahead;			/* 136 */
+	uint8_t  gap2[48];
 	uint64_t oldest;		/* 192 */
 	uint8_t  gap3[56];
 	uint64_t want;			/* 256 */
@@ -181,7 +182,8 @@ struct pk_page {
 	uint32_t wake;			/*  72 */
 	uint8_t  gap2[52];
 	uint64_t sleep_pos;		/* 128 */
-	uint8_t  gap3[56];
+	uint32_t polls;			/* 136 */
+	uint8_t  gap3[52];
 	uint64_t lost;			/* 192 */
 	uint8_t  gap4[56];
 	uint32_t dropped;		/* 256 */
@@ -199,12 +201,14 @@ static_assert(offsetof(struct pk_stats, joins) == 64, "page: stats");
 static_assert(offsetof(struct pk_ring_hdr, head) == 64, "page: header");
 static_assert(offsetof(struct pk_ring_hdr, blob_id) == 96, "page: header");
 static_assert(offsetof(struct pk_ring_hdr, futex) == 128, "page: header");
+static_assert(offsetof(struct pk_ring_hdr, ahead) == 136, "page: header");
 static_assert(offsetof(struct pk_ring_hdr, oldest) == 192, "page: header");
 static_assert(offsetof(struct pk_ring_hdr, need) == 264, "page: header");
 static_assert(sizeof(struct pk_rec) == 16, "page: record");
 static_assert(offsetof(struct pk_page, tail) == 64, "page: reader page");
 static_assert(offsetof(struct pk_page, wake) == 72, "page: reader page");
 static_assert(offsetof(struct pk_page, sleep_pos) == 128, "page: rpage");
+static_assert(offsetof(struct pk_page, polls) == 136, "page: rpage");
 static_assert(offsetof(struct pk_page, lost) == 192, "page: reader page");
 static_assert(offsetof(struct pk_page, dropped) == 256, "page: rpage");
 

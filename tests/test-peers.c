@@ -1596,6 +1596,95 @@ START_TEST(test_never_reads)
 }
 END_TEST
 
+/* Any value, often near what the producer would believe. */
+static uint64_t scribble(uint64_t *rng, uint64_t near)
+{
+	uint64_t x = *rng;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*rng = x;
+	switch (x % 4) {
+	case 0:
+		return x;
+	case 1:
+		return near + (x >> 60) - 8;	/* near +- 8 */
+	case 2:
+		return near + 1;
+	default:
+		return (x >> 8) % 2 ? 0 : UINT64_MAX;
+	}
+}
+
+/*
+ * A kit reader writes whatever it likes into every word of its page
+ * (tail, wake, sleep_pos, polls, lost) between the producer's sends, of
+ * 100 bytes and of 128 KiB (which wake readers early, ring.c (9)).  The
+ * producer trusts none of it: each send succeeds, or, reliable, times
+ * out because a tail it cannot trust holds it back; it never crashes or
+ * hangs; the library reader beside it receives every message sent, in
+ * order and intact.  _i: lossy.
+ */
+START_TEST(test_scribbled_page)
+{
+	enum { BIG = 128 * 1024, ROUNDS = 300 };
+	struct shmfd_chan *chan = th_chan(NULL, 8 * BIG, 0,
+					  _i ? SHMFD_LOSSY : 0);
+	int share = expect_ok(shmfd_chan_share_fd(chan));
+	struct shmfd_reader *good = th_join(share, 0);
+	static char buf[BIG];
+	uint64_t rng = 0x9e3779b97f4a7c15u, seq = 0;
+	struct pk_victim v;
+	struct pk_reader bad;
+	int timeouts = 0;
+
+	pk_victim_begin(&v, "a reader that scribbles on its page",
+			WATCHDOG_S);
+	expect_eq(pk_join_share(&bad, share, 0), 0);
+	for (int i = 0; i < ROUNDS; i++) {
+		uint64_t head = bad.hdr->head;
+		size_t len = i % 3 ? INLINE_LEN : BIG;
+		struct shmfd_msg m;
+		int ret;
+
+		bad.page->tail = scribble(&rng, head);
+		bad.page->wake = (uint32_t)scribble(&rng, 0);
+		bad.page->sleep_pos = scribble(&rng, head);
+		bad.page->polls = (uint32_t)scribble(&rng, 0);
+		bad.page->lost = scribble(&rng, 0);
+		th_fill(buf, len, seq + 1);
+		ret = shmfd_send(chan, buf, len, _i ? 0 : 20);
+		if (!_i && ret == -ETIMEDOUT) {
+			timeouts++;
+			continue;
+		}
+		expect_ok(ret);
+		expect_ok(shmfd_recv(good, &m, 0, DEADLINE_MS));
+		expect_eq(m.len, len);
+		expect_next(good, &m, ++seq);
+	}
+	ck_assert_msg(seq > 0, "no send got through (%d timed out)",
+		      timeouts);
+	pk_reader_close(&bad, false);
+	/* Gone without a word: dropped, and the producer goes on. */
+	th_fill(buf, INLINE_LEN, seq + 1);
+	expect_ok(shmfd_send(chan, buf, INLINE_LEN, DEADLINE_MS));
+	{
+		struct shmfd_msg m;
+
+		expect_ok(shmfd_recv(good, &m, 0, DEADLINE_MS));
+		expect_next(good, &m, ++seq);
+	}
+	expect_eventually(shmfd_chan_readers(chan) == 1);
+	wait_until(th_fd_count() == v.count);
+	pk_victim_end(&v);
+	shmfd_reader_close(good);
+	close(share);
+	shmfd_chan_close(chan);
+}
+END_TEST
+
 /* Connect to NAME n times, keep every connection, say nothing. */
 static int silent_crowd(int ctl, void *arg)
 {
@@ -1978,6 +2067,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = th_tcase("crowds");
 	tcase_add_loop_test(tc, test_never_reads, 0, 4);
+	tcase_add_loop_test(tc, test_scribbled_page, 0, 2);
 	tcase_add_loop_test(tc, test_silent_connections, 0, 2);
 	tcase_add_test(tc, test_thousand_joins);
 	suite_add_tcase(s, tc);
